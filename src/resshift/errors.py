@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints their message on one line and exits non-zero."""
+
+
+class ResShiftError(Exception):
+    """Base class of every error resshift raises on purpose."""
+
+
+class InputError(ResShiftError):
+    """An image, mask or tensor given by the user cannot be used as it is."""
+
+
+class CheckpointError(ResShiftError):
+    """A weights file is missing, corrupt, unsafe, or belongs to another network."""
+
+
+class ConfigError(ResShiftError):
+    """A configuration or preset name is unknown or has a wrong value."""

@@ -1,0 +1,1 @@
+"""Networks: the Swin-UNet denoiser and the autoencoders whose latent space it works in."""

@@ -1,0 +1,153 @@
+"""Reading and writing weights: official `.pth` files and our safetensors format.
+
+Official checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain
+containers are unpickled, so nothing in a file can run code. They are recognised by their keys
+and shapes (spandrel-style), after stripping the wrappers that training tools add
+(``module.`` from DistributedDataParallel, ``_orig_mod.`` from ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CheckpointError
+from .nets.swin_unet import SwinUNet, SwinUNetConfig
+from .nets.vqgan import VQGAN, VQGANConfig
+from .presets import PRESETS
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+NESTED_KEYS = ("state_dict", "params_ema", "params", "model")
+StateDict = dict[str, torch.Tensor]
+
+
+def strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Remove DDP / torch.compile prefixes, however they are stacked."""
+    out = {}
+    for name, value in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if name.startswith(prefix):
+                    name, stripped = name[len(prefix):], True
+        out[name] = value
+    return out
+
+
+def read_official(path: str | Path) -> StateDict:
+    """Read an official (or any plain PyTorch) checkpoint into a flat name -> tensor dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds Python objects other than tensors, and loading "
+            f"it could run code ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
+    while isinstance(data, Mapping) and any(isinstance(data.get(k), Mapping) for k in NESTED_KEYS):
+        data = next(data[k] for k in NESTED_KEYS if isinstance(data.get(k), Mapping))
+    if not isinstance(data, Mapping) or not data:
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state_dict), got {type(data).__name__}")
+    not_tensors = [k for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, not_tensors[:5]))}")
+    return strip_wrappers(data)
+
+
+def read_safetensors(path: str | Path) -> StateDict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
+
+
+def write_safetensors(module: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Save a module's state_dict (floating tensors cast to `dtype` when given)."""
+    tensors = {}
+    for name, value in module.state_dict().items():
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[name] = value.detach().contiguous().cpu()
+    save_file(tensors, str(path))
+
+
+def _describe(names: list[str]) -> str:
+    shown = ", ".join(names[:5])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > 5 else shown
+
+
+def load_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every entry or none; on a mismatch say which keys are missing, unexpected, mis-shaped.
+
+    Tensors are assigned (cast to the module's dtypes), so a module built on the meta device gets
+    real storage without a second copy of the weights.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                       if k in state_dict and state_dict[k].shape != v.shape)
+    if missing or unexpected or misshaped:
+        parts = [f"{label}: {_describe(names)}" for label, names in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped (file vs model)", misshaped))
+                 if names]
+        raise CheckpointError(f"{source}: does not fit {type(module).__name__}: " + "; ".join(parts))
+    cast = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
+
+
+@lru_cache(maxsize=None)
+def _unet_signature(config: SwinUNetConfig) -> frozenset[tuple[str, tuple[int, ...]]]:
+    with torch.device("meta"):
+        module = SwinUNet(config)
+    return frozenset((k, tuple(v.shape)) for k, v in module.state_dict().items())
+
+
+@lru_cache(maxsize=None)
+def _vqgan_signature(config: VQGANConfig) -> frozenset[tuple[str, tuple[int, ...]]]:
+    with torch.device("meta"):
+        module = VQGAN(config)
+    return frozenset((k, tuple(v.shape)) for k, v in module.state_dict().items())
+
+
+def _signature(state_dict: Mapping[str, torch.Tensor]) -> frozenset[tuple[str, tuple[int, ...]]]:
+    return frozenset((k, tuple(v.shape)) for k, v in state_dict.items())
+
+
+def detect_presets(state_dict: Mapping[str, torch.Tensor], filename: str | None = None) -> list[str]:
+    """Official presets whose UNet has exactly these keys and shapes.
+
+    Several presets share an architecture (the x4 SR models; the two inpainting models); a file
+    name as released officially (e.g. ``resshift_realsrx4_s4_v3.pth``) then narrows the choice.
+    """
+    signature = _signature(state_dict)
+    matches = [name for name, preset in PRESETS.items()
+               if _unet_signature(preset.config.unet) == signature]
+    if filename is not None:
+        named = [name for name in matches if PRESETS[name].unet_file == Path(filename).name]
+        return named or matches
+    return matches
+
+
+def detect_autoencoder(state_dict: Mapping[str, torch.Tensor]) -> VQGANConfig | None:
+    """The official autoencoder configuration these keys and shapes belong to, if any."""
+    signature = _signature(state_dict)
+    for preset in PRESETS.values():
+        if _vqgan_signature(preset.config.autoencoder) == signature:
+            return preset.config.autoencoder
+    return None

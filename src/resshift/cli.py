@@ -1,0 +1,95 @@
+"""The `resshift` command: one entry point with subcommands that call the library API.
+
+Errors the user can act on are printed as one line on stderr with exit code 2 (usage and
+input problems) or 1 (a job that failed); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import __version__
+from .errors import ResShiftError
+from .presets import PRESETS
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="turn official ResShift .pth files into a resshift model folder",
+        description="Load official ResShift checkpoints (safely: tensors only) and write a folder "
+                    "with config.json and safetensors weights that `--model FOLDER` and "
+                    "ResShiftPipeline.from_pretrained load.",
+        epilog="example: resshift convert --unet resshift_realsrx4_s4_v3.pth "
+               "--autoencoder autoencoder_vq_f4.pth --task realsr-v3 -o models/realsr-v3",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", required=True, type=Path, help="official UNet checkpoint (.pth)")
+    parser.add_argument("--autoencoder", required=True, type=Path,
+                        help="official VQGAN checkpoint (.pth), e.g. autoencoder_vq_f4.pth")
+    parser.add_argument("--task", choices=sorted(PRESETS),
+                        help="official preset; recognised from the file when unambiguous")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="folder to write")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="storage precision of the weights (default: fp32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.set_defaults(run=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .pipeline import ResShiftPipeline
+
+    if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
+        raise ResShiftError(f"{args.output}: folder exists and is not empty (use --overwrite)")
+    pipe = ResShiftPipeline.from_official(args.unet, args.autoencoder, task=args.task)
+    pipe.save_pretrained(args.output, dtype=DTYPES[args.dtype])
+    print(f"wrote {args.output} ({pipe.config.task}, x{pipe.config.scale}, "
+          f"{pipe.config.schedule.num_steps} steps)")
+    return 0
+
+
+def _add_presets(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("presets", help="list the official presets and their files")
+    parser.set_defaults(run=_run_presets)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    for preset in PRESETS.values():
+        files = f"{preset.unet_file or '(no official weights)'} + {preset.autoencoder_file}"
+        print(f"{preset.name:18} {preset.description:58} {files}")
+    return 0
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert, _add_presets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resshift", description="Efficient diffusion-based image restoration (ResShift).")
+    parser.add_argument("--version", action="version", version=f"resshift {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ResShiftError as exc:
+        print(f"resshift {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"resshift {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""ResShiftPipeline: one path from a degraded image to its restoration, for every task.
+
+Contract (what `pipe(image, mask=None, ...)` accepts and returns):
+
+* ``image``: a PIL image (any mode; converted to RGB), a uint8 numpy array (H, W, 3) or (H, W),
+  or a float tensor (N, 3, H, W) with values in [0, 1]. The result has the same kind, is
+  ``scale`` times larger, and (for tensors) lies in [0, 1].
+* ``mask`` (inpainting only): the same kinds with one channel (or RGB, averaged); 1/white marks the
+  pixels to fill. Known pixels are pasted back into the result unless ``paste_back=False``.
+* Any size: the input is reflect-padded to the multiple the networks need and the output is
+  cropped back. Randomness comes only from ``generator`` (or the given prior ``noise``).
+
+Inside, images live in [-1, 1] and the chain runs in the autoencoder's latent space:
+``z_y = encode(upsample(y))``, ``x0 = sample(denoiser, z_y)``, ``image = decode(x0)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import diffusion
+from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read_official,
+                          read_safetensors, write_safetensors)
+from .errors import CheckpointError, ConfigError, InputError
+from .nets.swin_unet import SwinUNet
+from .nets.vqgan import VQGAN
+from .presets import ModelConfig, get_preset
+from .schedule import Schedule
+
+CONFIG_NAME = "config.json"
+UNET_WEIGHTS = "unet.safetensors"
+AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
+FORMAT_VERSION = 1
+
+
+def image_to_tensor(image: Any, what: str = "image") -> tuple[torch.Tensor, str]:
+    """Any accepted input kind -> (N, C, H, W) float32 in [0, 1], and the kind's name."""
+    if isinstance(image, Image.Image):
+        mode = "L" if what == "mask" else "RGB"
+        array = np.asarray(image.convert(mode))
+        return torch.from_numpy(array.copy()).float().div(255).reshape(
+            1, array.shape[0], array.shape[1], -1).permute(0, 3, 1, 2), "pil"
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise InputError(f"{what}: numpy input must be uint8 (H, W) or (H, W, C), got "
+                             f"{image.dtype} {image.shape}")
+        array = image if image.ndim == 3 else image[:, :, None]
+        return torch.from_numpy(array.copy()).float().div(255).permute(2, 0, 1)[None], "numpy"
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 4 or not image.is_floating_point():
+            raise InputError(f"{what}: tensor input must be float (N, C, H, W), got "
+                             f"{image.dtype} {tuple(image.shape)}")
+        low, high = image.min().item(), image.max().item()
+        if low < -1e-6 or high > 1 + 1e-6 or math.isnan(low + high):
+            raise InputError(f"{what}: tensor values must lie in [0, 1], got [{low:.3g}, {high:.3g}]")
+        return image.float(), "tensor"
+    raise InputError(f"{what}: expected a PIL image, a uint8 numpy array or a float tensor, "
+                     f"got {type(image).__name__}")
+
+
+def tensor_to_kind(tensor: torch.Tensor, kind: str) -> Any:
+    """(N, 3, H, W) in [0, 1] -> the kind the caller gave."""
+    if kind == "tensor":
+        return tensor
+    array = (tensor[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(array) if kind == "pil" else array
+
+
+def _as_rgb(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    if tensor.shape[1] == 3:
+        return tensor
+    raise InputError(f"{what}: expected 3 colour channels, got {tensor.shape[1]}")
+
+
+def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.shape[1] not in (1, 3):
+        raise InputError(f"mask: expected 1 or 3 channels, got {tensor.shape[1]}")
+    return (tensor.mean(dim=1, keepdim=True) > 0.5).float()      # (N, 1, H, W), 1 = fill
+
+
+class ResShiftPipeline:
+    """A ResShift model ready to restore images: `pipe(image)`; see the module docstring."""
+
+    def __init__(self, unet: SwinUNet, autoencoder: VQGAN, config: ModelConfig) -> None:
+        self.unet = unet.eval().requires_grad_(False)
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.config = config
+
+    # ------------------------------------------------------------------ building and saving
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> "ResShiftPipeline":
+        """A pipeline with freshly initialised (untrained) networks."""
+        with torch.device(device):
+            unet, autoencoder = SwinUNet(config.unet), VQGAN(config.autoencoder)
+        return cls(unet, autoencoder, config).to(device, dtype)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "ResShiftPipeline":
+        """Load a folder written by `save_pretrained` (config.json + safetensors weights)."""
+        folder = Path(folder)
+        config_path = folder / CONFIG_NAME
+        if not config_path.is_file():
+            raise CheckpointError(f"{folder}: not a resshift model folder (no {CONFIG_NAME})")
+        try:
+            data = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
+        version = data.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION}")
+        config = ModelConfig.from_dict(data)
+        with torch.device("meta"):
+            pipe = cls(SwinUNet(config.unet), VQGAN(config.autoencoder), config)
+        for module, name in ((pipe.unet, UNET_WEIGHTS), (pipe.autoencoder, AUTOENCODER_WEIGHTS)):
+            load_weights(module, read_safetensors(folder / name), str(folder / name))
+        return pipe.to(device, dtype)
+
+    @classmethod
+    def from_official(cls, unet: str | Path, autoencoder: str | Path, task: Optional[str] = None, *,
+                      device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> "ResShiftPipeline":
+        """Load the official `.pth` files of one preset (e.g. task="realsr-v3").
+
+        Without `task` the preset is recognised from the UNet's keys and file name when that
+        is unambiguous.
+        """
+        unet_state = read_official(unet)
+        matches = detect_presets(unet_state, filename=str(unet))
+        if task is None:
+            if len(matches) != 1:
+                raise CheckpointError(
+                    f"{unet}: cannot tell the preset from the file alone "
+                    f"({'candidates: ' + ', '.join(matches) if matches else 'no official UNet matches'}); "
+                    f"pass task=...")
+            task = matches[0]
+        preset = get_preset(task)
+        auto_state = read_official(autoencoder)
+        found = detect_autoencoder(auto_state)
+        if found is not None and found != preset.config.autoencoder:
+            raise CheckpointError(f"{autoencoder}: this autoencoder does not belong to preset {preset.name} "
+                                  f"(latent channels {found.embed_dim}, expected {preset.config.autoencoder.embed_dim})")
+        config = preset.config
+        with torch.device("meta"):
+            pipe = cls(SwinUNet(config.unet), VQGAN(config.autoencoder), config)
+        load_weights(pipe.unet, unet_state, f"{unet} (preset {preset.name})")
+        load_weights(pipe.autoencoder, auto_state, str(autoencoder))
+        return pipe.to(device, dtype)
+
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and one safetensors file per network (optionally cast, e.g. fp16)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_safetensors(self.unet, folder / UNET_WEIGHTS, dtype)
+        write_safetensors(self.autoencoder, folder / AUTOENCODER_WEIGHTS, dtype)
+        payload = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
+        (folder / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+
+    def to(self, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> "ResShiftPipeline":
+        self.unet.to(device=device, dtype=dtype)
+        self.autoencoder.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def schedule(self, steps: Optional[int] = None) -> Schedule:
+        return Schedule.from_config(self.config.schedule, steps)
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width are padded to a multiple of this."""
+        latent_multiple = self.unet.config.size_multiple
+        factor = self.config.autoencoder.downsample_factor
+        return max(1, latent_multiple * factor // self.config.scale)
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def __call__(self, image: Any, mask: Any = None, *, generator: Optional[torch.Generator] = None,
+                 noise: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                 paste_back: bool = True,
+                 callback: Optional[Callable[[dict], None]] = None) -> Any:
+        lq, kind = image_to_tensor(image)
+        lq = _as_rgb(lq, "image").to(self.device)
+        fill = self._prepare_mask(mask, lq)
+        height, width = lq.shape[-2:]
+        restored = self.restore(lq, fill, generator=generator, noise=noise, steps=steps,
+                                callback=callback)
+        restored = restored[..., : height * self.config.scale, : width * self.config.scale]
+        if fill is not None and paste_back:
+            restored = restored * fill + lq * (1 - fill)
+        return tensor_to_kind(restored.clamp(0, 1), kind)
+
+    def _prepare_mask(self, mask: Any, lq: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.config.task != "inpaint":
+            if mask is not None:
+                raise InputError(f"mask: the {self.config.task!r} model takes no mask")
+            return None
+        if mask is None:
+            raise InputError("mask: an inpainting model needs a mask (white = fill)")
+        fill = _as_mask(image_to_tensor(mask, "mask")[0]).to(lq.device)
+        if fill.shape[-2:] != lq.shape[-2:]:
+            raise InputError(f"mask: size {tuple(fill.shape[-2:])} differs from the image's "
+                             f"{tuple(lq.shape[-2:])}")
+        return fill.expand(lq.shape[0], -1, -1, -1)
+
+    def restore(self, lq: torch.Tensor, fill: Optional[torch.Tensor] = None, *,
+                generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+                steps: Optional[int] = None,
+                callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] -> (N, 3, h*scale', w*scale') in [0, 1], before cropping.
+
+        The input is reflect-padded to `input_multiple`; the output keeps that padding.
+        """
+        y = self._pad(lq * 2 - 1)                                  # (N, 3, h', w') in [-1, 1]
+        cond = {}
+        if fill is not None:
+            fill = self._pad(fill)
+            y = torch.where(fill > 0.5, -1.0, y)                   # official: unknown pixels = -1
+            cond["mask"] = fill * 2 - 1
+        z_y = self.encode(self._upsample(y))                       # (N, C, h'/f*s, w'/f*s)
+        model_dtype = self.dtype
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            extra = {k: v.to(model_dtype) for k, v in cond.items()}
+            return self.unet(x_t.to(model_dtype), t, lq=y.to(model_dtype), **extra).float()
+
+        x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
+                              noise=noise, callback=callback)
+        return (self.decode(x0) + 1) / 2
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        multiple = self.input_multiple
+        pad_h, pad_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+        if not pad_h and not pad_w:
+            return x
+        mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+    def _upsample(self, y: torch.Tensor) -> torch.Tensor:
+        """The official bicubic upsampling of the input before encoding (SR only)."""
+        if self.config.scale == 1:
+            return y
+        return F.interpolate(y, scale_factor=self.config.scale, mode="bicubic")
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] image -> float32 latent, times the model's latent scale."""
+        z = self.autoencoder.encode(image.to(self.dtype)).float()
+        return z * self.config.latent_scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """float32 latent -> float32 image in [-1, 1] (quantised, as the official sampler)."""
+        image = self.autoencoder.decode((latent / self.config.latent_scale).to(self.dtype))
+        return image.float().clamp(-1, 1)

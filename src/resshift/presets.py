@@ -1,0 +1,116 @@
+"""Model configurations as data: what a model folder's config.json holds, and the official presets.
+
+A preset names one official network with its official diffusion settings, so that
+``ResShiftPipeline.from_official(unet=..., autoencoder=..., task="realsr-v3")`` rebuilds exactly
+the official model. Tasks differ only in data (conditioning, autoencoder, scale), never in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from .errors import ConfigError
+from .nets.swin_unet import SwinUNetConfig
+from .nets.vqgan import VQGAN_F4, VQGAN_F8_FACE, VQGANConfig
+from .schedule import ScheduleConfig
+
+Task = Literal["sr", "inpaint", "face"]
+TASKS = ("sr", "inpaint", "face")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a ResShift model; round-trips through config.json.
+
+    scale:        output side / input side (4 for x4 SR, 1 for inpainting and faces).
+    latent_scale: the official ``scale_factor`` multiplying encoded latents (1.0 everywhere).
+    """
+
+    task: Task
+    scale: int
+    schedule: ScheduleConfig
+    unet: SwinUNetConfig
+    autoencoder: VQGANConfig
+    latent_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.scale < 1:
+            raise ConfigError(f"scale must be a positive integer, got {self.scale}")
+        if self.unet.cond_mask != (self.task == "inpaint"):
+            raise ConfigError("the UNet takes a mask exactly when the task is 'inpaint'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; known keys are {sorted(known)}")
+        try:
+            values = dict(data)
+            values["schedule"] = ScheduleConfig(**values["schedule"])
+            values["unet"] = SwinUNetConfig.from_dict(values["unet"])
+            values["autoencoder"] = VQGANConfig.from_dict(values["autoencoder"])
+            return cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"model config is incomplete or has a wrong type: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An official ResShift model: its configuration and the file names it was released under."""
+
+    name: str
+    description: str
+    config: ModelConfig
+    unet_file: str | None      # None where no official weights were released
+    autoencoder_file: str
+
+
+def _official(task: Task, scale: int, num_steps: int, min_noise_level: float, *,
+              lq_size: int, autoencoder: VQGANConfig = VQGAN_F4) -> ModelConfig:
+    channels = autoencoder.embed_dim
+    unet = SwinUNetConfig(in_channels=channels, out_channels=channels, lq_size=lq_size,
+                          cond_mask=task == "inpaint")
+    schedule = ScheduleConfig(num_steps=num_steps, kappa=2.0, power=0.3,
+                              min_noise_level=min_noise_level, sqrt_eta_end=0.99, kind="official")
+    return ModelConfig(task=task, scale=scale, schedule=schedule, unet=unet, autoencoder=autoencoder)
+
+
+_REALSR_15 = _official("sr", 4, 15, 0.04, lq_size=64)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("realsr-v1", "real-world x4 SR, NeurIPS 2023 release (15 steps)", _REALSR_15,
+           "resshift_realsrx4_s15_v1.pth", "autoencoder_vq_f4.pth"),
+    Preset("realsr-v2", "real-world x4 SR, improved NeurIPS model (15 steps)", _REALSR_15,
+           "resshift_realsrx4_s15_v2.pth", "autoencoder_vq_f4.pth"),
+    Preset("realsr-v3", "real-world x4 SR, journal model (4 steps)",
+           _official("sr", 4, 4, 0.2, lq_size=64),
+           "resshift_realsrx4_s4_v3.pth", "autoencoder_vq_f4.pth"),
+    Preset("realsr-x2", "real-world x2 SR (4 steps)", _official("sr", 2, 4, 0.2, lq_size=128),
+           None, "autoencoder_vq_f4.pth"),
+    Preset("bicsr", "bicubic (MATLAB imresize) x4 SR (4 steps)", _official("sr", 4, 4, 0.2, lq_size=64),
+           "resshift_bicsrx4_s4.pth", "autoencoder_vq_f4.pth"),
+    Preset("inpaint-imagenet", "natural-image inpainting, 256x256 (4 steps)",
+           _official("inpaint", 1, 4, 0.2, lq_size=256),
+           "resshift_inpaint_imagenet_s4.pth", "autoencoder_vq_f4.pth"),
+    Preset("inpaint-face", "face inpainting, 256x256 (4 steps)",
+           _official("inpaint", 1, 4, 0.2, lq_size=256),
+           "resshift_inpaint_face_s4.pth", "celeba256_vq_f4_dim3_face.pth"),
+    Preset("faceir", "blind face restoration of aligned 512x512 crops (4 steps)",
+           _official("face", 1, 4, 0.2, lq_size=512, autoencoder=VQGAN_F8_FACE),
+           "resshift_faceir_s4.pth", "ffhq512_vq_f8_dim8_face.pth"),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    key = name.strip().lower().replace("_", "-")
+    if key not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[key]

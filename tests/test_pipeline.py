@@ -1,0 +1,137 @@
+"""ResShiftPipeline contract with tiny random networks: kinds, sizes, masks, saving, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resshift.errors import InputError
+from resshift.nets.swin_unet import SwinUNetConfig
+from resshift.nets.vqgan import VQGANConfig
+from resshift.pipeline import ResShiftPipeline
+from resshift.presets import ModelConfig
+from resshift.schedule import ScheduleConfig
+
+TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, n_embed=64)
+
+
+def tiny_config(task="sr", scale=4, num_steps=4) -> ModelConfig:
+    lq_size = 64 * 4 // scale
+    unet = SwinUNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1),
+                          attention_resolutions=(64, 32), swin_embed_dim=32, num_head_channels=16,
+                          lq_size=lq_size, cond_mask=task == "inpaint")
+    return ModelConfig(task=task, scale=scale, schedule=ScheduleConfig(num_steps=num_steps),
+                       unet=unet, autoencoder=TINY_VQGAN)
+
+
+@pytest.fixture(scope="module")
+def sr_pipe():
+    torch.manual_seed(0)
+    return ResShiftPipeline.from_config(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def inpaint_pipe():
+    torch.manual_seed(0)
+    return ResShiftPipeline.from_config(tiny_config("inpaint", scale=1))
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_output_kind_and_size_follow_the_input(sr_pipe):
+    array = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    out_np = sr_pipe(array, generator=seeded())
+    assert isinstance(out_np, np.ndarray) and out_np.dtype == np.uint8 and out_np.shape == (84, 120, 3)
+    out_pil = sr_pipe(Image.fromarray(array), generator=seeded())
+    assert isinstance(out_pil, Image.Image) and out_pil.size == (120, 84)
+    np.testing.assert_array_equal(np.asarray(out_pil), out_np)
+    tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+    out_t = sr_pipe(tensor, generator=seeded())
+    assert out_t.shape == (1, 3, 84, 120) and 0 <= out_t.min() and out_t.max() <= 1
+    np.testing.assert_array_equal((out_t[0].permute(1, 2, 0) * 255).round().byte().numpy(), out_np)
+
+
+def test_greyscale_numpy_and_pil_modes_are_accepted(sr_pipe):
+    grey = np.full((16, 16), 128, dtype=np.uint8)
+    with pytest.raises(InputError, match="3 colour channels"):
+        sr_pipe(grey)
+    out = sr_pipe(Image.fromarray(grey).convert("LA"), generator=seeded())
+    assert out.size == (64, 64)
+
+
+def test_same_seed_same_result_and_batch_matches_singles(sr_pipe):
+    x = torch.rand(2, 3, 16, 24, generator=seeded(1))
+    a, b = sr_pipe(x, generator=seeded(3)), sr_pipe(x, generator=seeded(3))
+    c = sr_pipe(x, generator=seeded(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_padding_is_cropped_and_does_not_leak_past_the_border(sr_pipe):
+    # 16 is the tiny model's input multiple: a 16x16 input needs no padding, a 13x13 one does.
+    assert sr_pipe.input_multiple == 16
+    x = torch.rand(1, 3, 13, 13, generator=seeded(2))
+    out = sr_pipe(x, generator=seeded())
+    assert out.shape == (1, 3, 52, 52)
+
+
+def test_fewer_steps_call_the_network_fewer_times():
+    pipe = ResShiftPipeline.from_config(tiny_config(num_steps=15))
+    seen = []
+    pipe(torch.rand(1, 3, 16, 16), generator=seeded(), steps=4, callback=lambda i: seen.append(i["t"]))
+    assert seen == [11, 7, 3, 0]
+
+
+def test_bad_tensors_are_refused_with_clear_errors(sr_pipe):
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        sr_pipe(torch.full((1, 3, 8, 8), 2.0))
+    with pytest.raises(InputError, match="3 colour channels"):
+        sr_pipe(torch.rand(1, 4, 8, 8))
+    with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
+        sr_pipe(torch.rand(3, 8, 8))
+    with pytest.raises(InputError, match="uint8"):
+        sr_pipe(np.zeros((8, 8, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="takes no mask"):
+        sr_pipe(torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8))
+    with pytest.raises(InputError, match="expected a PIL image"):
+        sr_pipe("photo.png")
+
+
+def test_inpainting_keeps_known_pixels_and_checks_the_mask(inpaint_pipe):
+    image = torch.rand(1, 3, 40, 56, generator=seeded(5))
+    mask = torch.zeros(1, 1, 40, 56)
+    mask[..., 10:30, 20:40] = 1
+    out = inpaint_pipe(image, mask, generator=seeded())
+    assert out.shape == image.shape
+    known = mask.expand_as(image) < 0.5
+    torch.testing.assert_close(out[known], image[known], atol=1e-6, rtol=0)
+    raw = inpaint_pipe(image, mask, generator=seeded(), paste_back=False)
+    assert not torch.allclose(raw[known], image[known], atol=1e-3)
+    with pytest.raises(InputError, match="needs a mask"):
+        inpaint_pipe(image)
+    with pytest.raises(InputError, match="differs from the image"):
+        inpaint_pipe(image, torch.zeros(1, 1, 8, 8))
+
+
+def test_save_and_load_round_trip(tmp_path, sr_pipe):
+    sr_pipe.save_pretrained(tmp_path / "model")
+    loaded = ResShiftPipeline.from_pretrained(tmp_path / "model")
+    assert loaded.config == sr_pipe.config
+    for a, b in zip(sr_pipe.unet.state_dict().values(), loaded.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    x = torch.rand(1, 3, 16, 16, generator=seeded(6))
+    assert torch.equal(sr_pipe(x, generator=seeded()), loaded(x, generator=seeded()))
+
+
+def test_half_precision_storage_and_bf16_inference(tmp_path, sr_pipe):
+    sr_pipe.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    half = ResShiftPipeline.from_pretrained(tmp_path / "half", dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    x = torch.rand(1, 3, 16, 16, generator=seeded(7))
+    reference = sr_pipe(x, generator=seeded())
+    out = half(x, generator=seeded())
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert (out - reference).abs().mean() < 0.05

@@ -135,3 +135,14 @@ def test_half_precision_storage_and_bf16_inference(tmp_path, sr_pipe):
     out = half(x, generator=seeded())
     assert out.dtype == torch.float32 and out.shape == reference.shape
     assert (out - reference).abs().mean() < 0.05
+
+
+def test_tiling_with_one_tile_is_identical_and_small_tiles_stay_close(sr_pipe):
+    x = torch.rand(1, 3, 40, 72, generator=seeded(8))
+    untiled = sr_pipe(x, generator=seeded())
+    assert torch.equal(sr_pipe(x, generator=seeded(), tile=80), untiled)
+    tiled = sr_pipe(x, generator=seeded(), tile=16, tile_overlap=8)
+    assert tiled.shape == untiled.shape
+    assert (tiled - untiled).abs().mean() < 0.1
+    with pytest.raises(InputError, match="tile overlap"):
+        sr_pipe(x, tile=16, tile_overlap=16)

@@ -35,6 +35,7 @@ from .nets.swin_unet import SwinUNet
 from .nets.vqgan import VQGAN
 from .presets import ModelConfig, get_preset
 from .schedule import Schedule
+from .tiling import tiled_map
 
 CONFIG_NAME = "config.json"
 UNET_WEIGHTS = "unet.safetensors"
@@ -194,14 +195,15 @@ class ResShiftPipeline:
     @torch.inference_mode()
     def __call__(self, image: Any, mask: Any = None, *, generator: Optional[torch.Generator] = None,
                  noise: Optional[torch.Tensor] = None, steps: Optional[int] = None,
-                 paste_back: bool = True,
+                 paste_back: bool = True, tile: Optional[int] = None, tile_overlap: Optional[int] = None,
                  callback: Optional[Callable[[dict], None]] = None) -> Any:
+        """Restore `image`; `tile` (input pixels) bounds memory for large images, see `restore`."""
         lq, kind = image_to_tensor(image)
         lq = _as_rgb(lq, "image").to(self.device)
         fill = self._prepare_mask(mask, lq)
         height, width = lq.shape[-2:]
         restored = self.restore(lq, fill, generator=generator, noise=noise, steps=steps,
-                                callback=callback)
+                                tile=tile, tile_overlap=tile_overlap, callback=callback)
         restored = restored[..., : height * self.config.scale, : width * self.config.scale]
         if fill is not None and paste_back:
             restored = restored * fill + lq * (1 - fill)
@@ -222,28 +224,52 @@ class ResShiftPipeline:
 
     def restore(self, lq: torch.Tensor, fill: Optional[torch.Tensor] = None, *,
                 generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
-                steps: Optional[int] = None,
+                steps: Optional[int] = None, tile: Optional[int] = None,
+                tile_overlap: Optional[int] = None,
                 callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
-        """(N, 3, h, w) in [0, 1] -> (N, 3, h*scale', w*scale') in [0, 1], before cropping.
+        """(N, 3, h, w) in [0, 1] -> (N, 3, h'*scale, w'*scale) in [0, 1], h' and w' padded.
 
-        The input is reflect-padded to `input_multiple`; the output keeps that padding.
+        With `tile` (in input pixels; default overlap a quarter of it), the encoder, the denoiser
+        and the decoder run tile by tile on the latent grid and blend the tiles smoothly; the chain's
+        noise is still drawn once for the whole latent, so tiling changes the result only near tile
+        borders, and memory depends on the tile size, not the image size.
         """
         y = self._pad(lq * 2 - 1)                                  # (N, 3, h', w') in [-1, 1]
-        cond = {}
+        conditions = [y]
         if fill is not None:
             fill = self._pad(fill)
             y = torch.where(fill > 0.5, -1.0, y)                   # official: unknown pixels = -1
-            cond["mask"] = fill * 2 - 1
-        z_y = self.encode(self._upsample(y))                       # (N, C, h'/f*s, w'/f*s)
+            conditions = [y, fill * 2 - 1]
+        factor = self.config.autoencoder.downsample_factor
+        cond_scale = factor // self.config.scale                   # input pixels per latent pixel
+        grid = self._tile_grid(tile, tile_overlap, cond_scale, y.shape[-2:])
+        z_y = tiled_map(self.encode, [(self._upsample(y), factor)], out_scale=1, **grid)
         model_dtype = self.dtype
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            extra = {k: v.to(model_dtype) for k, v in cond.items()}
-            return self.unet(x_t.to(model_dtype), t, lq=y.to(model_dtype), **extra).float()
+            def one_tile(x_tile: torch.Tensor, lq_tile: torch.Tensor, *mask_tile: torch.Tensor):
+                extra = {"mask": mask_tile[0].to(model_dtype)} if mask_tile else {}
+                return self.unet(x_tile.to(model_dtype), t, lq=lq_tile.to(model_dtype), **extra).float()
+
+            return tiled_map(one_tile, [(x_t, 1)] + [(c, cond_scale) for c in conditions],
+                             out_scale=1, **grid)
 
         x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
                               noise=noise, callback=callback)
-        return (self.decode(x0) + 1) / 2
+        return (tiled_map(self.decode, [(x0, 1)], out_scale=factor, **grid) + 1) / 2
+
+    def _tile_grid(self, tile: Optional[int], overlap: Optional[int], cond_scale: int,
+                   size: torch.Size) -> dict[str, int]:
+        """Input-pixel tile and overlap -> latent-grid values for `tiled_map`."""
+        latent_size = max(size) // cond_scale
+        if tile is None:
+            return {"tile": latent_size, "overlap": 0}
+        if tile < 1 or (overlap is not None and not 0 <= overlap < tile):
+            raise InputError(f"need tile >= 1 and 0 <= tile overlap < tile, got {tile} and {overlap}")
+        multiple = self.unet.config.size_multiple
+        latent_tile = max(multiple, -(-tile // cond_scale // multiple) * multiple)
+        latent_overlap = (tile // 4 if overlap is None else overlap) // cond_scale
+        return {"tile": latent_tile, "overlap": min(latent_overlap, latent_tile - 1)}
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         multiple = self.input_multiple

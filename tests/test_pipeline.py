@@ -146,3 +146,25 @@ def test_tiling_with_one_tile_is_identical_and_small_tiles_stay_close(sr_pipe):
     assert (tiled - untiled).abs().mean() < 0.1
     with pytest.raises(InputError, match="tile overlap"):
         sr_pipe(x, tile=16, tile_overlap=16)
+
+
+def test_pixel_unshuffle_latent_is_lossless_and_round_trips(tmp_path):
+    from resshift.nets.unshuffle import PixelUnshuffleAutoencoder, UnshuffleConfig
+
+    space = PixelUnshuffleAutoencoder(UnshuffleConfig(factor=4))
+    image = torch.rand(2, 3, 32, 48) * 2 - 1
+    latent = space.encode(image)
+    assert latent.shape == (2, 48, 8, 12)
+    assert torch.equal(space.decode(latent), image)
+
+    unet = SwinUNetConfig(in_channels=48, out_channels=48, model_channels=32, channel_mult=(1, 2),
+                          num_res_blocks=(1, 1), attention_resolutions=(64, 32), swin_embed_dim=32,
+                          num_head_channels=16, lq_size=64)
+    config = ModelConfig(task="sr", scale=4, schedule=ScheduleConfig(), unet=unet,
+                         autoencoder=UnshuffleConfig(factor=4))
+    pipe = ResShiftPipeline.from_config(config)
+    pipe.save_pretrained(tmp_path / "compact")
+    loaded = ResShiftPipeline.from_pretrained(tmp_path / "compact")
+    assert loaded.config == config
+    x = torch.rand(1, 3, 16, 16, generator=seeded(9))
+    assert torch.equal(pipe(x, generator=seeded()), loaded(x, generator=seeded()))

@@ -32,7 +32,7 @@ from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read
                           read_safetensors, write_safetensors)
 from .errors import CheckpointError, ConfigError, InputError
 from .nets.swin_unet import SwinUNet
-from .nets.vqgan import VQGAN
+from .nets.autoencoders import build_autoencoder
 from .presets import ModelConfig, get_preset
 from .schedule import Schedule
 from .tiling import tiled_map
@@ -91,7 +91,7 @@ def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
 class ResShiftPipeline:
     """A ResShift model ready to restore images: `pipe(image)`; see the module docstring."""
 
-    def __init__(self, unet: SwinUNet, autoencoder: VQGAN, config: ModelConfig) -> None:
+    def __init__(self, unet: SwinUNet, autoencoder: torch.nn.Module, config: ModelConfig) -> None:
         self.unet = unet.eval().requires_grad_(False)
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.config = config
@@ -102,7 +102,7 @@ class ResShiftPipeline:
                     dtype: torch.dtype = torch.float32) -> "ResShiftPipeline":
         """A pipeline with freshly initialised (untrained) networks."""
         with torch.device(device):
-            unet, autoencoder = SwinUNet(config.unet), VQGAN(config.autoencoder)
+            unet, autoencoder = SwinUNet(config.unet), build_autoencoder(config.autoencoder)
         return cls(unet, autoencoder, config).to(device, dtype)
 
     @classmethod
@@ -122,7 +122,7 @@ class ResShiftPipeline:
             raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION}")
         config = ModelConfig.from_dict(data)
         with torch.device("meta"):
-            pipe = cls(SwinUNet(config.unet), VQGAN(config.autoencoder), config)
+            pipe = cls(SwinUNet(config.unet), build_autoencoder(config.autoencoder), config)
         for module, name in ((pipe.unet, UNET_WEIGHTS), (pipe.autoencoder, AUTOENCODER_WEIGHTS)):
             load_weights(module, read_safetensors(folder / name), str(folder / name))
         return pipe.to(device, dtype)
@@ -153,7 +153,7 @@ class ResShiftPipeline:
                                   f"(latent channels {found.embed_dim}, expected {preset.config.autoencoder.embed_dim})")
         config = preset.config
         with torch.device("meta"):
-            pipe = cls(SwinUNet(config.unet), VQGAN(config.autoencoder), config)
+            pipe = cls(SwinUNet(config.unet), build_autoencoder(config.autoencoder), config)
         load_weights(pipe.unet, unet_state, f"{unet} (preset {preset.name})")
         load_weights(pipe.autoencoder, auto_state, str(autoencoder))
         return pipe.to(device, dtype)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
+from .nets.autoencoders import AutoencoderConfig, autoencoder_from_dict, autoencoder_to_dict
 from .nets.swin_unet import SwinUNetConfig
 from .nets.vqgan import VQGAN_F4, VQGAN_F8_FACE, VQGANConfig
 from .schedule import ScheduleConfig
@@ -32,7 +33,7 @@ class ModelConfig:
     scale: int
     schedule: ScheduleConfig
     unet: SwinUNetConfig
-    autoencoder: VQGANConfig
+    autoencoder: AutoencoderConfig
     latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -42,9 +43,17 @@ class ModelConfig:
             raise ConfigError(f"scale must be a positive integer, got {self.scale}")
         if self.unet.cond_mask != (self.task == "inpaint"):
             raise ConfigError("the UNet takes a mask exactly when the task is 'inpaint'")
+        channels = self.autoencoder.embed_dim
+        if (self.unet.in_channels, self.unet.out_channels) != (channels, channels):
+            raise ConfigError(f"the UNet's in/out channels ({self.unet.in_channels}, "
+                              f"{self.unet.out_channels}) must equal the latent's {channels}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["schedule"] = dataclasses.asdict(self.schedule)
+        values["unet"] = dataclasses.asdict(self.unet)
+        values["autoencoder"] = autoencoder_to_dict(self.autoencoder)
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
@@ -56,7 +65,7 @@ class ModelConfig:
             values = dict(data)
             values["schedule"] = ScheduleConfig(**values["schedule"])
             values["unet"] = SwinUNetConfig.from_dict(values["unet"])
-            values["autoencoder"] = VQGANConfig.from_dict(values["autoencoder"])
+            values["autoencoder"] = autoencoder_from_dict(values["autoencoder"])
             return cls(**values)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"model config is incomplete or has a wrong type: {exc}") from exc

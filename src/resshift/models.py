@@ -1,0 +1,134 @@
+"""Which model to run: `--model` resolution, and the device and dtype it runs in.
+
+A model spec is one of
+
+* a folder written by `ResShiftPipeline.save_pretrained` or `resshift convert` (config.json + safetensors);
+* an official UNet checkpoint (`.pth`), given together with its autoencoder checkpoint and, when the
+  file name does not tell it, the official preset (`task`);
+* the name of a bundled model: a row of `BUNDLED` (a table of dataclasses, not a chain of ifs).
+
+`BUNDLED` is empty until models ship inside the package; a later change adds rows (and may set
+`DEFAULT_MODEL`) without touching the resolution logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import ConfigError
+from .pipeline import CONFIG_NAME, ResShiftPipeline
+
+__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODEL", "DTYPES", "load_model", "resolve_device",
+           "resolve_dtype"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+HOW_TO_GET_A_MODEL = (
+    "convert the official checkpoints once, e.g. `resshift convert --unet resshift_realsrx4_s4_v3.pth "
+    "--autoencoder autoencoder_vq_f4.pth -o models/realsr-v3`, then pass `--model models/realsr-v3` "
+    "(or pass the official files directly: `--model UNET.pth --autoencoder AUTOENCODER.pth`)")
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped inside the package, under `resshift/weights/<folder>/`."""
+
+    name: str
+    description: str
+    folder: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.folder
+
+    @property
+    def installed(self) -> bool:
+        return (self.path / CONFIG_NAME).is_file()
+
+
+BUNDLED: dict[str, BundledModel] = {}
+DEFAULT_MODEL: Optional[str] = None     # the bundled model used when no --model is given
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a device that exists on this machine.
+
+    'auto' takes CUDA, then MPS, then the CPU; under torchrun a bare 'cuda' means cuda:LOCAL_RANK.
+    """
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device cuda:{index}: only {torch.cuda.device_count()} GPU(s) here")
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: Apple's Metal backend is not available here (use --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp16 on CUDA (as Real-ESRGAN and the official sampler), fp32 elsewhere; else by name."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Optional[str] = None, *,
+               device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> ResShiftPipeline:
+    """Resolve a model spec (folder, official .pth, bundled name or None) into a ready pipeline.
+
+    Raises ConfigError for a spec that names nothing usable, and CheckpointError (from the loaders)
+    for weights that are missing, corrupt or do not fit.
+    """
+    if spec is None:
+        if DEFAULT_MODEL is None or not BUNDLED[DEFAULT_MODEL].installed:
+            raise ConfigError(f"no --model given and no bundled model is installed; {HOW_TO_GET_A_MODEL}")
+        spec = DEFAULT_MODEL
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        _no_official_options(spec, autoencoder, task)
+        return ResShiftPipeline.from_pretrained(path, device=device, dtype=dtype)
+    if path.is_file():
+        if autoencoder is None:
+            raise ConfigError(f"--model {spec}: an official UNet checkpoint needs its autoencoder too "
+                              f"(--autoencoder autoencoder_vq_f4.pth); or {HOW_TO_GET_A_MODEL}")
+        return ResShiftPipeline.from_official(path, autoencoder, task, device=device, dtype=dtype)
+    bundled = BUNDLED.get(spec.strip().lower())
+    if bundled is not None:
+        _no_official_options(spec, autoencoder, task)
+        if not bundled.installed:
+            raise ConfigError(f"--model {spec}: the bundled model's files are missing from "
+                              f"{bundled.path}; reinstall resshift")
+        return ResShiftPipeline.from_pretrained(bundled.path, device=device, dtype=dtype)
+    known = f"bundled models: {', '.join(BUNDLED)}" if BUNDLED else "no bundled models are installed"
+    what = "no such file" if path.suffix.lower() in CHECKPOINT_SUFFIXES else "no such folder or file"
+    raise ConfigError(f"--model {spec}: {what}, and not a bundled model name ({known}); {HOW_TO_GET_A_MODEL}")
+
+
+def _no_official_options(spec: str, autoencoder: Optional[str], task: Optional[str]) -> None:
+    if autoencoder is not None or task is not None:
+        raise ConfigError(f"--model {spec}: --autoencoder and --task only apply to an official UNet .pth file; "
+                          "a model folder already holds both networks and its configuration")

@@ -1,0 +1,32 @@
+"""Shared test helpers: a tiny random-weight ResShift model, as a config and as a saved folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resshift.nets.swin_unet import SwinUNetConfig
+from resshift.nets.vqgan import VQGANConfig
+from resshift.pipeline import ResShiftPipeline
+from resshift.presets import ModelConfig
+from resshift.schedule import ScheduleConfig
+
+TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, n_embed=64)
+
+
+def tiny_config(task="sr", scale=4, num_steps=4) -> ModelConfig:
+    lq_size = 64 * 4 // scale
+    unet = SwinUNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1),
+                          attention_resolutions=(64, 32), swin_embed_dim=32, num_head_channels=16,
+                          lq_size=lq_size, cond_mask=task == "inpaint")
+    return ModelConfig(task=task, scale=scale, schedule=ScheduleConfig(num_steps=num_steps),
+                       unet=unet, autoencoder=TINY_VQGAN)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny x4 SR model (random weights, seed 0) written by save_pretrained."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "tiny-x4"
+    ResShiftPipeline.from_config(tiny_config()).save_pretrained(folder)
+    return folder

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from . import __version__
+from .cli_upscale import add_upscale
+from .degradations.cli import add_degrade
 from .errors import ResShiftError
+from .models import DTYPES
 from .presets import PRESETS
+from .training.cli import add_train
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_USAGE = 2
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +67,8 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert, _add_presets)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert, _add_presets, add_upscale,
+                                                                     add_degrade, add_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

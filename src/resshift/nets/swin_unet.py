@@ -215,7 +215,8 @@ class ResBlock(nn.Module):
         # The 1x1 skip projection is one GEMM accumulated into the conv output (its bias
         # folded into the conv bias): no separate skip tensor and no extra add pass.
         out = F.conv2d(h, out_conv.weight, out_conv.bias + skip.bias, padding=1)
-        if not (out.is_contiguous() and x.is_contiguous()):
+        fusable = out.is_contiguous() and x.is_contiguous() and out.dtype == x.dtype == skip.weight.dtype
+        if not fusable:  # e.g. under autocast, where the conv output is half precision
             return out.add_(skip(x))
         b, c = out.shape[:2]
         weight = skip.weight.flatten(1).expand(b, -1, -1)  # (B, C_out, C_in)

@@ -1,0 +1,343 @@
+"""Training configuration: frozen dataclasses loaded from YAML, every value overridable as `key.sub=value`.
+
+A config has four sections (see docs/training.md for every key):
+
+    data    where the HR images are, how the LR input is made, crops and augmentation, validation set
+    model   what to train: an official preset, an explicit ModelConfig, or weights to fine-tune from
+    optim   AdamW, warm-up + cosine learning rate, EMA, batch, accumulation, mixed precision, losses
+    run     seed, logging / validation / checkpoint intervals, export
+
+Unknown keys and wrong types raise ConfigError naming the key (``optim.lr: expected a number``).
+Sections that are library configs (ModelConfig, the degradations) are read with their own
+``from_dict``, so their keys are exactly those of config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import yaml
+
+from resshift.degradations import FirstOrderDegradation, RealESRGANDegradation
+from resshift.errors import ConfigError
+from resshift.presets import ModelConfig
+
+Degradation = Literal["realesrgan", "bicubic", "first-order", "paired"]
+AmpDtype = Literal["none", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """HR training folders and how a batch is made from them (data.py)."""
+
+    train_dirs: tuple[str, ...] = ()          # HR folders, searched recursively
+    degradation: Degradation = "realesrgan"   # how the LR input is synthesised (on the device)
+    lq_dir: str | None = None                 # with degradation 'paired': LR files matched by stem
+    realesrgan: RealESRGANDegradation = RealESRGANDegradation()
+    first_order: FirstOrderDegradation = FirstOrderDegradation()
+    crop_size: int = 256                      # HR crop side; the LR crop is crop_size / scale
+    hflip: bool = True
+    rotate: bool = True                       # random 90-degree rotations
+    num_workers: int = 4                      # DataLoader workers per process
+    val_dir: str | None = None                # validation HR folder: its first val_count images
+    val_lq_dir: str | None = None             # optional fixed LR files for them (by stem)
+    val_count: int = 8
+    val_crop: int | None = 256                # centre crop of each validation image; None = whole
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 8:
+            raise ConfigError(f"data.crop_size must be at least 8, got {self.crop_size}")
+        if (self.degradation == "paired") != (self.lq_dir is not None):
+            raise ConfigError("data.lq_dir is needed exactly when data.degradation is 'paired'")
+        if self.num_workers < 0 or self.val_count < 0:
+            raise ConfigError("data.num_workers and data.val_count must not be negative")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to train. Exactly one source: `preset`, `config`, `pretrained` or `official_unet`.
+
+    preset / config start the UNet from random weights (seeded by run.seed) and load the frozen
+    autoencoder from `autoencoder_weights` (official .pth or autoencoder.safetensors); a
+    parameter-free autoencoder (pixel-unshuffle) needs none. `pretrained` (a from_pretrained folder)
+    and `official_unet` (+ `autoencoder_weights`, with `preset` naming the task if the file name does
+    not tell it) fine-tune existing weights.
+    """
+
+    preset: str | None = None
+    config: ModelConfig | None = None
+    pretrained: str | None = None
+    official_unet: str | None = None
+    autoencoder_weights: str | None = None
+    random_autoencoder: bool = False   # allow an untrained VQGAN: smoke tests only, results are meaningless
+
+    def __post_init__(self) -> None:
+        if self.pretrained is not None:
+            others = [k for k in ("preset", "config", "official_unet", "autoencoder_weights")
+                      if getattr(self, k) is not None]
+            if others:
+                raise ConfigError(f"model.pretrained takes everything from the folder; remove model.{others[0]}")
+        elif self.official_unet is not None:
+            if self.config is not None or self.autoencoder_weights is None:
+                raise ConfigError("model.official_unet needs model.autoencoder_weights (and no model.config)")
+        elif (self.preset is None) == (self.config is None):
+            raise ConfigError("give exactly one of model.preset, model.config, model.pretrained "
+                              "or model.official_unet")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation: AdamW, linear warm-up then cosine decay to min_lr, EMA, loss weights."""
+
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 5000
+    total_steps: int = 400_000
+    min_lr: float = 2e-5
+    grad_clip: float = 0.0             # max gradient norm; 0 disables clipping
+    ema_decay: float = 0.999
+    batch_size: int = 64               # global: images per optimizer step over all processes
+    grad_accum: int = 1                # micro-steps per optimizer step on each process
+    amp: AmpDtype = "none"             # autocast dtype; fp16 also enables the GradScaler
+    perceptual_weight: float = 1.0     # journal ST-LPIPS term in pixel space; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("optim.total_steps, batch_size and grad_accum must be >= 1, warmup_steps >= 0")
+        if not 0 < self.min_lr <= self.lr:
+            raise ConfigError(f"need 0 < optim.min_lr <= optim.lr, got {self.min_lr} and {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"optim.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.grad_clip < 0 or self.perceptual_weight < 0 or self.weight_decay < 0:
+            raise ConfigError("optim.grad_clip, perceptual_weight and weight_decay must not be negative")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Seed, intervals (in optimizer steps; 0 disables), checkpoint retention, export."""
+
+    seed: int = 123456
+    log_interval: int = 100
+    val_interval: int = 10_000
+    ckpt_interval: int = 10_000
+    keep_last: int = 3                 # checkpoints kept on disk (the newest ones)
+    val_steps: int | None = None       # sampling steps at validation; None = the model's
+    val_batch: int = 4
+    export_dtype: Literal["fp32", "fp16"] = "fp32"
+    deterministic: bool = False        # torch.use_deterministic_algorithms (bit-exact resume, slower)
+
+    def __post_init__(self) -> None:
+        if min(self.log_interval, self.val_interval, self.ckpt_interval) < 0 or self.keep_last < 1:
+            raise ConfigError("run intervals must not be negative and run.keep_last must be >= 1")
+        if self.seed < 0 or self.val_batch < 1:
+            raise ConfigError("run.seed must not be negative and run.val_batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(preset="realsr-v3"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts and lists (YAML- and torch.save-safe); from_dict reads it back."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        return _build(cls, data, "")
+
+
+# --------------------------------------------------------------------------- loading
+
+PRESET_DIR = "presets"
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("resshift.training").joinpath(PRESET_DIR)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(source: str | Path) -> dict[str, Any]:
+    """A YAML file, or a bundled preset by name (`tiny-cpu`, `realsr-x4-official`, ...)."""
+    path = Path(source)
+    if path.is_file():
+        text = path.read_text()
+    elif str(source) in preset_names():
+        text = resources.files("resshift.training").joinpath(PRESET_DIR, f"{source}.yaml").read_text()
+    else:
+        raise ConfigError(f"{source}: no such config file or bundled preset "
+                          f"(bundled: {', '.join(preset_names())})")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return data
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`optim.lr=1e-4`, `data.train_dirs=[a, b]`, `model.config=null`: values are parsed as YAML."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse {text!r} ({exc})") from exc
+        node = out
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {'.'.join(parts[:depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(source: str | Path | None, overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """YAML file or preset name (or `base`, e.g. a checkpoint's config), then the overrides."""
+    data = read_yaml(source) if source is not None else dict(base or {})
+    return TrainConfig.from_dict(apply_overrides(data, overrides))
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    keys = sorted(set(a) | set(b))
+    out: list[str] = []
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += config_differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+# --------------------------------------------------------------------------- strict building
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict") and dataclasses.is_dataclass(value):
+        return _plain(value.to_dict())
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _numbers(value: Any) -> Any:
+    """Turn YAML 1.1 strings such as '5e-5' into floats inside library config mappings."""
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            return value
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; keys of {where}: {', '.join(names)}")
+    values = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") if prefix else exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of its types")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if hasattr(tp, "from_dict"):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            try:
+                return tp.from_dict(_numbers(value))
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+        return _build(tp, value, key + ".")
+    if origin is tuple:
+        if isinstance(value, str) and args[-1] is Ellipsis:
+            value = [value]                                  # `data.train_dirs=folder`
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)                      # YAML 1.1 reads 5e-5 as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")  # pragma: no cover - a programming error

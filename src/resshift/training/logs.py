@@ -1,0 +1,170 @@
+"""What a run writes besides checkpoints: metrics.csv, TensorBoard events (optional), curves.png and
+sample grids, all drawn with Pillow (no matplotlib). Used on the main process only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("step", "loss", "mse", "perceptual", "lr", "grad_norm", "images_per_s", "data_frac", "val_psnr")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class MetricsLog:
+    """metrics.csv (one row per logged step) plus TensorBoard scalars when tensorboard is installed.
+
+    On resume the rows after the resumed step (written by the run that was killed) are dropped.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as fp:
+                self.rows = [r for r in csv.DictReader(fp) if r.get("step") and int(r["step"]) <= resume_step]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomically(self.path, buffer.getvalue().encode())
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:
+                log.info("TensorBoard logging off: pip install tensorboard to enable it")
+
+    def write(self, row: dict[str, Any]) -> None:
+        row = {k: _fmt(row.get(k)) for k in COLUMNS}
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as fp:
+            csv.DictWriter(fp, fieldnames=COLUMNS).writerow(row)
+        if self.writer is not None:
+            for key in COLUMNS[1:]:
+                if row[key] != "":
+                    self.writer.add_scalar(f"train/{key}" if key != "val_psnr" else "val/psnr_y",
+                                           float(row[key]), int(row["step"]))
+
+    def series(self, key: str) -> list[tuple[int, float]]:
+        return [(int(r["step"]), float(r[key])) for r in self.rows if r.get(key) not in ("", None)]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    return value
+
+
+# --------------------------------------------------------------------------- pictures
+
+def _font(size: int = 12) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], points: Sequence[tuple[int, float]],
+          title: str, colour: str, log_y: bool = False) -> None:
+    """One panel: axes, min/max labels and the polyline of `points` inside `box`."""
+    left, top, right, bottom = box
+    font = _font()
+    draw.rectangle(box, outline="#888888")
+    draw.text((left + 6, top + 4), title, fill="black", font=font)
+    pts = [(s, math.log10(v) if log_y else v) for s, v in points if math.isfinite(v) and (v > 0 or not log_y)]
+    if len(pts) < 1:
+        draw.text((left + 6, top + 22), "no data yet", fill="#888888", font=font)
+        return
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1e-9
+    inner = (left + 50, top + 24, right - 10, bottom - 20)
+
+    def at(s: float, v: float) -> tuple[float, float]:
+        return (inner[0] + (s - x0) / (x1 - x0) * (inner[2] - inner[0]),
+                inner[3] - (v - y0) / (y1 - y0) * (inner[3] - inner[1]))
+
+    label = (lambda v: f"{10 ** v:.3g}") if log_y else (lambda v: f"{v:.3g}")
+    draw.text((left + 4, inner[1] - 6), label(y1), fill="black", font=font)
+    draw.text((left + 4, inner[3] - 6), label(y0), fill="black", font=font)
+    draw.text((inner[0], bottom - 16), f"step {x0}", fill="black", font=font)
+    draw.text((inner[2] - 70, bottom - 16), f"step {x1}", fill="black", font=font)
+    line = [at(s, v) for s, v in pts]
+    if len(line) == 1:
+        x, y = line[0]
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+    else:
+        draw.line(line, fill=colour, width=2)
+
+
+def draw_curves(metrics: MetricsLog, path: Path, size: tuple[int, int] = (900, 360)) -> None:
+    """curves.png: training loss (log scale) and validation PSNR-Y, side by side."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    _plot(draw, (5, 5, width // 2 - 5, height - 5), metrics.series("loss"), "training loss", "#1f77b4", log_y=True)
+    _plot(draw, (width // 2 + 5, 5, width - 5, height - 5), metrics.series("val_psnr"),
+          "validation PSNR-Y (dB), EMA model", "#d62728")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomically(path, buffer.getvalue())
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def sample_grid(rows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], path: Path,
+                labels: Sequence[str] = ("LR (nearest)", "output", "HR")) -> None:
+    """A PNG with one row per image: LR upscaled (nearest) | output | HR, each (3, H, W) in [0, 1]."""
+    tiles = []
+    for lq, out, hq in rows:
+        height, width = hq.shape[-2:]
+        up = torch.nn.functional.interpolate(lq[None].float(), size=(height, width), mode="nearest")[0]
+        tiles.append([to_uint8(up), to_uint8(out[..., :height, :width]), to_uint8(hq)])
+    header, gap = 18, 4
+    cell_w = max(t[0].shape[1] for t in tiles)
+    heights = [t[0].shape[0] for t in tiles]
+    image = Image.new("RGB", (3 * cell_w + 4 * gap, header + sum(heights) + gap * (len(tiles) + 1)), "white")
+    draw = ImageDraw.Draw(image)
+    for column, label in enumerate(labels):
+        draw.text((gap + column * (cell_w + gap), 3), label, fill="black", font=_font())
+    y = header + gap
+    for row, height in zip(tiles, heights):
+        for column, array in enumerate(row):
+            image.paste(Image.fromarray(array), (gap + column * (cell_w + gap), y))
+        y += height + gap
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomically(path, buffer.getvalue())

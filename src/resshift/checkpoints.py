@@ -15,10 +15,11 @@ from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .errors import CheckpointError
+from .fileio import atomic_write_bytes
 from .nets.swin_unet import SwinUNet, SwinUNetConfig
 from .nets.vqgan import VQGAN, VQGANConfig
 from .presets import PRESETS
@@ -77,13 +78,13 @@ def read_safetensors(path: str | Path) -> StateDict:
 
 
 def write_safetensors(module: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Save a module's state_dict (floating tensors cast to `dtype` when given)."""
+    """Save a module's state_dict atomically (floating tensors cast to `dtype` when given)."""
     tensors = {}
     for name, value in module.state_dict().items():
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         tensors[name] = value.detach().contiguous().cpu()
-    save_file(tensors, str(path))
+    atomic_write_bytes(path, save(tensors))
 
 
 def _describe(names: list[str]) -> str:

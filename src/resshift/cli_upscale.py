@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from .imageio import DEFAULT_MAX_PIXELS
 from .memory import AUTO_TILE_MAX_LATENT
 from .models import DTYPES, load_model, resolve_device, resolve_dtype
 from .presets import PRESETS
-from .upscale import COLOR_FIXES, Ranks, UpscaleOptions, find_inputs, plan_jobs, run_batch
+from .upscale import (COLOR_FIXES, Ranks, UpscaleOptions, find_inputs, plan_jobs, prepare_output_folder,
+                      run_batch)
 
 EPILOG = f"""\
 inputs and outputs:
@@ -159,11 +159,5 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 
 def _check_output_root(output: Path, jobs: list) -> None:
-    """Create the output folder (or the output file's folder); one that cannot be written is a usage error."""
-    folder = output if len(jobs) != 1 or jobs[0].target != output else output.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"-o {output}: cannot create the output folder {folder} ({exc.strerror or exc})") from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"-o {output}: the output folder {folder} is not writable")
+    """Create the output folder (or the output file's folder) before any work; unwritable is a usage error."""
+    prepare_output_folder(output if len(jobs) != 1 or jobs[0].target != output else output.parent)

@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import os
-import secrets
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from PIL import ExifTags, ImageCms, UnidentifiedImageError
 from PIL import Image as PILImage
 
 from resshift.errors import InputError
+from resshift.fileio import atomic_write
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Image", "from_tensor", "read_image", "to_tensor", "write_image"]
 
@@ -135,7 +135,7 @@ def write_image(path: str | os.PathLike, image: Image, *, overwrite: bool = Fals
         raise InputError(f"{path}: already exists; use --overwrite to replace it")
     array = _output_array(path, image, fmt)
     try:
-        _write_atomically(path, lambda fp: _encode(fp, array, image, fmt, quality))
+        atomic_write(path, lambda fp: _encode(fp, array, image, fmt, quality))
     except OSError as exc:
         raise InputError(f"{path}: cannot write the output ({exc.strerror or exc})") from exc
 
@@ -363,20 +363,3 @@ def _tiff_with_tags(data: bytes, icc: bytes | None, alpha: bool) -> bytes:
     out += struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", 0)
     out[4:8] = struct.pack(order + "I", new_ifd)
     return bytes(out)
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: no reader ever sees a partial image,
-    and on any failure the temporary file is removed."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # 0o666 filtered by the umask, as for any new file (mkstemp would make it private to the user).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

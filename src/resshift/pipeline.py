@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -31,6 +30,7 @@ from . import diffusion
 from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read_official,
                           read_safetensors, write_safetensors)
 from .errors import CheckpointError, ConfigError, InputError
+from .fileio import atomic_write_bytes
 from .nets.swin_unet import SwinUNet
 from .nets.autoencoders import build_autoencoder
 from .presets import ModelConfig, get_preset
@@ -165,7 +165,7 @@ class ResShiftPipeline:
         write_safetensors(self.unet, folder / UNET_WEIGHTS, dtype)
         write_safetensors(self.autoencoder, folder / AUTOENCODER_WEIGHTS, dtype)
         payload = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
-        (folder / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> "ResShiftPipeline":

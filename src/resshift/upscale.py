@@ -40,7 +40,8 @@ from .imageio import DEFAULT_MAX_PIXELS, Image, from_tensor, read_image, to_tens
 from .pipeline import ResShiftPipeline
 
 __all__ = ["COLOR_FIXES", "IMAGE_SUFFIXES", "Inputs", "Job", "Ranks", "Summary", "UpscaleOptions",
-           "choose_tile", "find_inputs", "latent_size", "output_size", "plan_jobs", "resize", "run_batch",
+           "choose_tile", "find_inputs", "latent_size", "output_size", "plan_jobs", "prepare_output_folder", "resize",
+           "run_batch",
            "upscale_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -294,7 +295,7 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptio
 
 def _process(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
              callback: Optional[Callable[[dict], None]]) -> None:
-    _prepare_folder(job.target.parent)
+    prepare_output_folder(job.target.parent)
     image = read_image(job.source, max_pixels=options.max_pixels)
     height, width = image.pixels.shape[:2]
     scale = options.outscale or pipe.config.scale
@@ -311,7 +312,7 @@ def _process(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
     write_image(job.target, result, overwrite=options.overwrite)
 
 
-def _prepare_folder(folder: Path) -> None:
+def prepare_output_folder(folder: Path) -> None:
     """Create a missing output folder; refuse one that cannot be written before any work is done."""
     try:
         folder.mkdir(parents=True, exist_ok=True)

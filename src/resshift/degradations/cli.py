@@ -93,7 +93,7 @@ def contact_sheet(items: list, path: Path, scale: int, cell: int = 256, columns:
     from PIL import Image as PILImage
     from PIL import ImageDraw, ImageFont
 
-    from resshift.training.logs import write_atomically
+    from resshift.fileio import atomic_write_bytes
 
     label, gap = 16, 6
     rows = -(-len(items) // columns)
@@ -114,4 +114,4 @@ def contact_sheet(items: list, path: Path, scale: int, cell: int = 256, columns:
         draw.text((x, y + cell + 2), f"{name}  (HR | LR x{scale} nearest)"[:48], fill="black", font=font)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    write_atomically(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())

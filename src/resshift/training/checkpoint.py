@@ -19,7 +19,6 @@ failure (disk full, ...) removes the temporary file and leaves every earlier che
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from resshift.errors import CheckpointError
+from resshift.fileio import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
@@ -59,30 +59,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write `state` atomically (temporary file, fsync, rename); CheckpointError on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fp:
-            torch.save(state, fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda fp: torch.save(state, fp))
     except (OSError, RuntimeError, pickle.PicklingError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: could not save the checkpoint ({exc}); earlier checkpoints are intact") from exc
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:

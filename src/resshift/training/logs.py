@@ -7,7 +7,6 @@ import csv
 import io
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,22 +14,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from resshift.fileio import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("step", "loss", "mse", "perceptual", "lr", "grad_norm", "images_per_s", "data_frac", "val_psnr")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class MetricsLog:
@@ -49,7 +37,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(self.rows)
-        write_atomically(self.path, buffer.getvalue().encode())
+        atomic_write_bytes(self.path, buffer.getvalue().encode())
         self.writer = None
         if tensorboard:
             try:
@@ -137,7 +125,7 @@ def draw_curves(metrics: MetricsLog, path: Path, size: tuple[int, int] = (900, 3
           "validation PSNR-Y (dB), EMA model", "#d62728")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    write_atomically(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -167,4 +155,4 @@ def sample_grid(rows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         y += height + gap
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    write_atomically(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())

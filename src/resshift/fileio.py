@@ -1,0 +1,49 @@
+"""Atomic file writes: every output of resshift (images, checkpoints, logs, model folders) goes here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write through `write(fp)` to a temporary file beside `path`, fsync, then rename over `path`.
+
+    No reader ever sees a partial file, and on any failure (disk full, an encoder raising, Ctrl-C)
+    the temporary file is removed and an existing `path` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # 0o666 filtered by the umask, as for any new file (mkstemp would make it private to the user).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            write(fp)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda fp: fp.write(data))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable; not every platform or file system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

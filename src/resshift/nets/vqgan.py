@@ -17,7 +17,8 @@ Implementation notes (inference speed / memory, same mathematics as the official
 * the mid-block attention uses ``scaled_dot_product_attention`` (no (HW x HW) matrix);
 * nearest-upsample-then-3x3-conv is computed as four 2x2 convolutions on the low-resolution
   input (sub-pixel form), which needs 16/36 of the multiply-adds;
-* the codebook search is chunked so its memory stays bounded for large latents;
+* the codebook search is chunked (bounded memory) and uses one fused GEMM per chunk;
+* GroupNorm+SiLU and residual additions reuse their freshly allocated outputs (in place);
 * GroupNorm runs in float32 when the module is in float16/bfloat16.
 Activations stay in the default (NCHW) layout: on CPU, channels_last GroupNorm and convolution
 kernels were measurably less accurate (up to 1e-4 on the f4 latent) for no clear speed gain.
@@ -26,8 +27,9 @@ kernels were measurably less accurate (up to 1e-4 on the f4 latent) for no clear
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +37,11 @@ from torch import nn
 
 from resshift.errors import ConfigError, InputError
 
-__all__ = ["VQGANConfig", "VQGAN", "VectorQuantizer", "VQGAN_F4", "VQGAN_F8_FACE"]
+__all__ = ["VQGANConfig", "VQGAN", "VectorQuantizer", "VQGAN_F4", "VQGAN_F8_FACE", "nearest_code"]
 
 _GROUPS = 32
 _NORM_EPS = 1e-6
-# Rows of the (positions x codes) distance matrix computed at once: 2**24 floats = 64 MiB.
+# Entries of the (positions x codes) distance matrix held at once: 2**24 floats = 64 MiB.
 _DISTANCE_BUDGET = 1 << 24
 
 

@@ -14,6 +14,7 @@ import torch
 from official_reference import UNET_SEED, VQGAN_SEED, load_vectors, recipe_state_dict
 from resshift.nets.swin_unet import SwinUNet
 from resshift.nets.vqgan import VQGAN
+from resshift.cli import main
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import get_preset
 
@@ -95,6 +96,19 @@ def test_realsr_v3_full_sampler_from_official_pth(tmp_path):
         assert_close(steps[t][1], vectors[f"C_sample_t{t}"], 1e-4, f"sample after t={t}")
     assert out.shape == (1, 3, 256, 256)
     assert_decoded_close(pipe, steps[0][1], vectors["C_sample_t0"], out * 2 - 1, vectors["C_image"])
+
+    # `resshift convert` recognises the preset from the keys and writes a folder that loads back.
+    folder = tmp_path / "converted"
+    assert main(["convert", "--unet", str(unet_path), "--autoencoder", str(vqgan_path), "-o", str(folder)]) == 2
+    assert main(["convert", "--unet", str(unet_path), "--autoencoder", str(vqgan_path), "--task", "realsr-v3",
+                 "-o", str(folder)]) == 0
+    converted = ResShiftPipeline.from_pretrained(folder)
+    assert converted.config == pipe.config
+    for module, other in ((converted.unet, pipe.unet), (converted.autoencoder, pipe.autoencoder)):
+        for (name, a), b in zip(module.state_dict().items(), other.state_dict().values()):
+            assert torch.equal(a, b), name
+    assert main(["convert", "--unet", str(unet_path), "--autoencoder", str(vqgan_path), "--task", "realsr-v3",
+                 "-o", str(folder)]) == 2   # refuses to overwrite without --overwrite
 
 
 @pytest.mark.parametrize("preset,vector_file", [

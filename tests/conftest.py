@@ -30,3 +30,13 @@ def tiny_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / "tiny-x4"
     ResShiftPipeline.from_config(tiny_config()).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks gain nothing from threads, and on a busy machine OpenMP's waiting threads make
+    them 10x slower: run them on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,6 +18,8 @@ from resshift import memory
 from resshift.cli import main
 from resshift.upscale import Inputs, plan_jobs, resize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SET5 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks" / "Set5"
 SIZE = 32
 
@@ -35,14 +37,6 @@ def save_photos(folder: Path, count: int, prefix: str = "im") -> list[Path]:
     return paths
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny networks gain nothing from threads, and on a busy machine OpenMP's waiting threads
-    make them 10x slower: run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

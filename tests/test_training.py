@@ -29,6 +29,8 @@ from resshift.training import checkpoint as ckpt
 from resshift.training.config import TrainConfig, apply_overrides, load_config, preset_names
 from resshift.training.trainer import lr_factor, train, training_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # A 48-channel pixel-unshuffle (f = 4) latent: 32x32 crops -> 8x8 latents and 8x8 LR inputs.
 TINY_MODEL = ModelConfig(
     task="sr", scale=4, schedule=ScheduleConfig(num_steps=4), autoencoder=UnshuffleConfig(factor=4),
@@ -54,13 +56,6 @@ def write_images(folder: Path, count: int, size=(48, 40), seed: int = 0, ext: st
     return paths
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads, and one thread is immune to busy-waiting on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

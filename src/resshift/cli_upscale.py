@@ -11,8 +11,8 @@ from .imageio import DEFAULT_MAX_PIXELS
 from .memory import AUTO_TILE_MAX_LATENT
 from .models import DTYPES, load_model, resolve_device, resolve_dtype
 from .presets import PRESETS
-from .upscale import (COLOR_FIXES, Ranks, UpscaleOptions, find_inputs, plan_jobs, prepare_output_folder,
-                      run_batch)
+from .upscale import (COLOR_FIXES, Job, Ranks, Restore, UpscaleOptions, find_inputs, plan_jobs,
+                      prepare_output_folder, run_batch, upscale_job)
 
 EPILOG = f"""\
 inputs and outputs:
@@ -86,6 +86,13 @@ def add_upscale(subparsers: argparse._SubParsersAction) -> None:
         "upscale", help="upscale and restore photos: files, folders or globs, any size",
         description="Super-resolve and restore real photos with a ResShift model, one file or many.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_batch_arguments(parser, resizing=True)
+    parser.set_defaults(run=run_upscale)
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> argparse.ArgumentParser:
+    """The flags every batch command shares (files, model, running); `resizing` adds --outscale and
+    --color-fix, which only super-resolution uses. Returns the parser; its groups hold the flags."""
     io = parser.add_argument_group("files")
     io.add_argument("-i", "--input", required=True, help="image file, folder, or quoted glob pattern")
     io.add_argument("-o", "--output", required=True, type=Path,
@@ -106,15 +113,17 @@ def add_upscale(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--autoencoder", help="official VQGAN .pth, with an official UNet --model")
     model.add_argument("--task", choices=sorted(PRESETS),
                        help="official preset of a UNet .pth (recognised from the file when unambiguous)")
-    model.add_argument("-s", "--outscale", type=_positive_float,
-                       help="final scale, any number (default: the model's, e.g. 4); the model's "
-                            "output is resized with Lanczos (larger) or area averaging (smaller)")
+    if resizing:
+        model.add_argument("-s", "--outscale", type=_positive_float,
+                           help="final scale, any number (default: the model's, e.g. 4); the model's "
+                                "output is resized with Lanczos (larger) or area averaging (smaller)")
     model.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's)")
     model.add_argument("--seed", type=int, default=12345,
                        help="noise seed, the same for every image so results do not depend on the "
                             "batch (default: 12345)")
-    model.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default="none",
-                       help="pull colours back to the input's (default: none; see below)")
+    if resizing:
+        model.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default="none",
+                           help="pull colours back to the input's (default: none; see below)")
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto",
                      help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
@@ -125,8 +134,8 @@ def add_upscale(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--tile-overlap", type=_non_negative_int,
                      help="overlap of neighbouring tiles in input pixels (default: a quarter of the tile)")
     run.add_argument("-q", "--quiet", action="store_true",
-                     help="no progress bars and no summary (errors are still printed)")
-    parser.set_defaults(run=run_upscale)
+                     help="no progress bars and no summary (errors and notes are still printed)")
+    return parser
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -134,19 +143,35 @@ def run_upscale(args: argparse.Namespace) -> int:
     options = UpscaleOptions(outscale=args.outscale, steps=args.steps, seed=args.seed, tile=args.tile,
                              tile_overlap=args.tile_overlap, color_fix=args.color_fix,
                              overwrite=args.overwrite, max_pixels=args.max_pixels)
+    jobs = plan_jobs(find_inputs(args.input, args.recursive), args.output.expanduser(), suffix=args.suffix,
+                     ext=args.ext)
+    return run_jobs(args, jobs, options, command="upscale", task="sr")
+
+
+# Each model task, what it is called, and the command that runs it.
+TASKS = {"sr": ("a super-resolution model", "upscale"), "inpaint": ("an inpainting model", "inpaint"),
+         "face": ("a face restoration model", "restore-face")}
+
+
+def run_jobs(args: argparse.Namespace, jobs: list[Job], options: UpscaleOptions, *, command: str,
+             task: str, restore: Restore = upscale_job) -> int:
+    """What every batch command shares: check the flags and the output folder, load the model
+    (refusing one of another task), split the jobs over torchrun's ranks, run them, print a summary."""
     if args.tile and args.tile_overlap is not None and args.tile_overlap >= args.tile:
         raise InputError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
     ranks, output = Ranks.from_env(), args.output.expanduser()
-    jobs = plan_jobs(find_inputs(args.input, args.recursive), output, suffix=args.suffix, ext=args.ext)
     _check_output_root(output, jobs)
     device = resolve_device(args.device, ranks.local_rank)
     pipe = load_model(args.model, args.autoencoder, args.task, device=device,
                       dtype=resolve_dtype(args.dtype, device))
-    if pipe.config.task == "inpaint":
-        raise InputError("this is an inpainting model: it needs masks; use an SR or restoration model")
+    if pipe.config.task != task:
+        name, other = TASKS[pipe.config.task]
+        raise InputError(f"`resshift {command}` needs {TASKS[task][0]}, but this is {name}; "
+                         f"use it with `resshift {other}`")
     with ranks.process_group(device):
         progress = not args.quiet and ranks.rank == 0 and sys.stderr.isatty()
-        summary = ranks.gather(run_batch(pipe, ranks.share(jobs), options, progress=progress))
+        summary = ranks.gather(run_batch(pipe, ranks.share(jobs), options, progress=progress,
+                                         restore=restore, command=command))
         if ranks.rank == 0:
             if not args.quiet:
                 print(summary.describe())

@@ -6,8 +6,10 @@
 * `upscale_image`: one decoded `imageio.Image` -> its restoration at any `outscale`: the model's
   own scale, then a resize (Lanczos to enlarge, area averaging to shrink). Alpha is resized apart
   and kept; grey, 16-bit, ICC and EXIF are carried over.
-* `run_batch`: skip finished outputs (so a killed run resumes), read, choose a tile, upscale and
-  write atomically; a bad file is recorded with a one-line reason and the batch goes on.
+* `run_batch`: skip finished outputs (so a killed run resumes), read, choose a tile, restore and
+  write atomically; a bad file is recorded with a one-line reason and the batch goes on. One
+  mechanism for every command: a per-task `Restore` callable (`upscale_job` by default) turns a
+  job's decoded image into its output, and may return a note (e.g. "the mask is empty").
 * `Ranks`: under torchrun each rank takes every world-th job and the ranks gather their summaries.
 """
 
@@ -39,10 +41,9 @@ from .errors import InputError, ResShiftError
 from .imageio import DEFAULT_MAX_PIXELS, Image, from_tensor, read_image, to_tensor, write_image
 from .pipeline import ResShiftPipeline
 
-__all__ = ["COLOR_FIXES", "IMAGE_SUFFIXES", "Inputs", "Job", "Ranks", "Summary", "UpscaleOptions",
+__all__ = ["COLOR_FIXES", "IMAGE_SUFFIXES", "Inputs", "Job", "Ranks", "Restore", "Summary", "UpscaleOptions",
            "choose_tile", "find_inputs", "latent_size", "output_size", "plan_jobs", "prepare_output_folder", "resize",
-           "run_batch",
-           "upscale_image"]
+           "run_batch", "upscale_image", "upscale_job"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 COLOR_FIXES = {"none": None, "wavelet": wavelet_color_fix, "adain": adain_color_fix}
@@ -63,6 +64,7 @@ class UpscaleOptions:
     color_fix: str = "none"
     overwrite: bool = False
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    paste_back: bool = True             # inpainting: keep the known pixels exactly
 
     def __post_init__(self) -> None:
         if self.color_fix not in COLOR_FIXES:
@@ -84,6 +86,7 @@ class Job:
     source: Path
     target: Path
     error: Optional[str] = None     # refused before any work, e.g. the output would overwrite an input
+    mask: Optional[Path] = None     # inpainting: the mask file matched to this input
 
 
 def find_inputs(spec: str, recursive: bool = False) -> Inputs:
@@ -198,9 +201,12 @@ def choose_tile(pipe: ResShiftPipeline, height: int, width: int, scale: float,
 
 @torch.inference_mode()
 def upscale_image(pipe: ResShiftPipeline, image: Image, options: UpscaleOptions = UpscaleOptions(), *,
-                  tile: Optional[int] = None,
-                  callback: Optional[Callable[[dict], None]] = None) -> Image:
+                  tile: Optional[int] = None, callback: Optional[Callable[[dict], None]] = None,
+                  mask: Optional[torch.Tensor] = None) -> Image:
     """Restore `image` with the model and resize it to `options.outscale` times its size.
+
+    `mask` (inpainting models only): (1, 1, h, w) in [0, 1], 1 marks the pixels to fill; the known
+    pixels are pasted back unless `options.paste_back` is False.
 
     `tile`: input pixels per tile, None for untiled (`run_batch` takes `options.tile` or picks one
     from the free memory; an automatic tile cuts `options.tile_overlap` to half of it). The colour
@@ -214,7 +220,8 @@ def upscale_image(pipe: ResShiftPipeline, image: Image, options: UpscaleOptions 
     overlap = options.tile_overlap if tile else None
     if overlap is not None and options.tile is None:       # automatic tile: keep the overlap sensible
         overlap = min(overlap, tile // 2)
-    restored = pipe(lq, generator=generator, steps=options.steps, tile=tile, tile_overlap=overlap,
+    restored = pipe(lq, None if mask is None else mask.to(pipe.device), generator=generator,
+                    steps=options.steps, paste_back=options.paste_back, tile=tile, tile_overlap=overlap,
                     callback=callback)
     fix = COLOR_FIXES[options.color_fix]
     if fix is not None:
@@ -229,6 +236,17 @@ def upscale_image(pipe: ResShiftPipeline, image: Image, options: UpscaleOptions 
 
 
 # ---------------------------------------------------------------------------------------- batches
+# (pipe, job, decoded input, options, *, tile, callback) -> (output image, optional one-line note);
+# raises ResShiftError (naming job.source) for a file it cannot process, before anything is written.
+Restore = Callable[..., tuple[Image, Optional[str]]]
+
+
+def upscale_job(pipe: ResShiftPipeline, job: Job, image: Image, options: UpscaleOptions, *,
+                tile: Optional[int], callback: Optional[Callable[[dict], None]]) -> tuple[Image, Optional[str]]:
+    """The `Restore` of `resshift upscale`: `upscale_image`, no note."""
+    return upscale_image(pipe, image, options, tile=tile, callback=callback), None
+
+
 @dataclass
 class Summary:
     """What a batch did; `merge` combines the summaries of several ranks."""
@@ -238,6 +256,8 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)    # (input, one-line reason)
     seconds: float = 0.0
     ranks: int = 1
+    command: str = "upscale"
+    notes: list[tuple[str, str]] = field(default_factory=list)     # (input, one-line note), done anyway
 
     @property
     def exit_code(self) -> int:
@@ -246,30 +266,36 @@ class Summary:
     @classmethod
     def merge(cls, parts: Sequence["Summary"]) -> "Summary":
         failed = sorted(item for part in parts for item in part.failed)
+        notes = sorted(item for part in parts for item in part.notes)
         return cls(sum(p.done for p in parts), sum(p.skipped for p in parts), failed,
-                   max((p.seconds for p in parts), default=0.0), sum(p.ranks for p in parts))
+                   max((p.seconds for p in parts), default=0.0), sum(p.ranks for p in parts),
+                   parts[0].command if parts else "upscale", notes)
 
     def describe(self) -> str:
         ranks = f" on {self.ranks} ranks" if self.ranks > 1 else ""
         per_image = f", {self.seconds / self.done:.1f} s per image" if self.done else ""
-        return (f"upscale: {self.done} done, {self.skipped} skipped, {len(self.failed)} failed "
+        notes = f", {len(self.notes)} with notes" if self.notes else ""
+        return (f"{self.command}: {self.done} done, {self.skipped} skipped, {len(self.failed)} failed{notes} "
                 f"in {self.seconds:.1f} s{per_image}{ranks}")
 
 
 def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptions = UpscaleOptions(), *,
-              progress: bool = False, report: Optional[Callable[[str], None]] = None) -> Summary:
-    """Process `jobs` in order; each failure is passed to `report` as one line and the batch goes on.
+              progress: bool = False, report: Optional[Callable[[str], None]] = None,
+              restore: Restore = upscale_job, command: str = "upscale") -> Summary:
+    """Process `jobs` in order with `restore`; each failure is passed to `report` as one line and the
+    batch goes on (notes too, as "note: ..."; by default both go to stderr, named after `command`).
 
     `progress` shows one bar for the batch and one for the current image's tiles and steps (tqdm,
     on stderr). Out-of-memory errors fail the image with a hint instead of ending the batch.
     """
-    summary, start = Summary(), time.perf_counter()
-    files = tqdm(total=len(jobs), unit="img", desc="upscale", disable=not progress, dynamic_ncols=True)
+    summary, start = Summary(command=command), time.perf_counter()
+    files = tqdm(total=len(jobs), unit="img", desc=command, disable=not progress, dynamic_ncols=True)
+    say = report or (lambda line: tqdm.write(f"resshift {command}: {line}", file=sys.stderr))
 
     def fail(job: Job, message: str) -> None:
         message = message if str(job.source) in message else f"{job.source}: {message}"
         summary.failed.append((str(job.source), message))
-        (report or (lambda line: tqdm.write(f"resshift upscale: error: {line}", file=sys.stderr)))(message)
+        say(message if report else f"error: {message}")
 
     for job in jobs:
         try:
@@ -279,8 +305,11 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptio
                 summary.skipped += 1
             else:
                 with _image_bar(pipe, job.source.name, options.steps, progress) as callback:
-                    _process(pipe, job, options, callback)
+                    note = _process(pipe, job, options, callback, restore)
                 summary.done += 1
+                if note:
+                    summary.notes.append((str(job.source), f"{job.source}: {note}"))
+                    say(f"note: {job.source}: {note}")
         except ResShiftError as exc:
             fail(job, str(exc))
         except (torch.OutOfMemoryError, MemoryError):
@@ -294,7 +323,7 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptio
 
 
 def _process(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
-             callback: Optional[Callable[[dict], None]]) -> None:
+             callback: Optional[Callable[[dict], None]], restore: Restore) -> Optional[str]:
     prepare_output_folder(job.target.parent)
     image = read_image(job.source, max_pixels=options.max_pixels)
     height, width = image.pixels.shape[:2]
@@ -308,8 +337,9 @@ def _process(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
         raise InputError(f"{job.source}: a {width}x{height} image at x{scale:g} needs about "
                          f"{fixed / 2**30:.1f} GiB for its full-size buffers, but only "
                          f"{available / 2**30:.1f} GiB is free; use a smaller --outscale")
-    result = upscale_image(pipe, image, options, tile=tile, callback=callback)
+    result, note = restore(pipe, job, image, options, tile=tile, callback=callback)
     write_image(job.target, result, overwrite=options.overwrite)
+    return note
 
 
 def prepare_output_folder(folder: Path) -> None:

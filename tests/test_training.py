@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import signal
@@ -368,3 +369,62 @@ def test_sigkill_then_resume_logs_the_same_losses(hr_folder, tmp_path):
             return [(r["step"], r["loss"], r["grad_norm"]) for r in csv.DictReader(fp)]
 
     assert column(run) == column(tmp_path / "whole") and len(column(run)) == 6
+
+
+# --------------------------------------------------------------------------- inpainting and faces
+
+TINY_INPAINT = {**TINY_MODEL.to_dict(), "task": "inpaint", "scale": 1,
+                "unet": {**TINY_MODEL.to_dict()["unet"], "cond_mask": True, "lq_size": 32}}
+SMALL_MASKS = ["data.degradation=inpaint", f"model.config={json.dumps(TINY_INPAINT)}",
+               "data.masks={irregular_max_len: 12, irregular_max_width: 6, box_margin: 2, box_min_size: 4, "
+               "box_max_size: 14}"]
+
+
+def test_inpainting_trains_and_resumes_with_the_same_masks(hr_folder, tmp_path):
+    val = tmp_path / "val"
+    write_images(val, 2, size=(40, 40), seed=9)
+    config = tiny_config(hr_folder, *SMALL_MASKS, "optim.total_steps=4", "run.val_interval=2",
+                         "run.ckpt_interval=2", val=val)
+    whole = train(config, tmp_path / "whole")
+    assert len(losses(whole)) == 4 and all(np.isfinite(v) for v in losses(whole).values())
+    assert [r["step"] for r in whole if "val_psnr" in r] == [2, 4]
+    resumed = train(config, tmp_path / "whole", resume=ckpt.checkpoint_path(tmp_path / "whole", 2))
+    assert losses(resumed) == {s: losses(whole)[s] for s in (3, 4)}    # same masks, same losses
+
+    from resshift.data import synthesize_batch
+    hq = torch.rand(2, 3, 32, 32)
+    a, b = (synthesize_batch(hq, "inpaint", 1, keyed_generator(3), masks=config.data.masks) for _ in range(2))
+    assert torch.equal(a["mask"], b["mask"]) and a["mask"].shape == (2, 1, 32, 32) and a["mask"].any()
+    assert torch.equal(a["lq"], hq * (1 - a["mask"]))
+
+
+def test_task_and_degradation_must_match(hr_folder):
+    with pytest.raises(ConfigError, match="data.degradation 'inpaint' needs a model with task 'inpaint'"):
+        tiny_config(hr_folder, "data.degradation=inpaint")
+    with pytest.raises(ConfigError, match="data.degradation 'face' needs a model with task 'face'"):
+        tiny_config(hr_folder, "data.degradation=face")
+    with pytest.raises(ConfigError, match="set data.degradation=inpaint"):
+        tiny_config(hr_folder, *SMALL_MASKS[1:])
+    with pytest.raises(ConfigError, match="set data.degradation=face"):
+        load_config("faceir-official", ["data.degradation=bicubic"])
+    with pytest.raises(ConfigError, match="data.degradation 'inpaint'.*scale 4"):
+        load_config("inpaint-imagenet-official", ["model.preset=null", f"model.config={json.dumps(TINY_MODEL.to_dict())}"])
+
+
+@pytest.mark.parametrize("name, task, weight, batch", [("inpaint-imagenet-official", "inpaint", 10.0, 96),
+                                                       ("inpaint-face-official", "inpaint", 10.0, 96),
+                                                       ("faceir-official", "face", 10.0, 56),
+                                                       ("tiny-inpaint-cpu", "inpaint", 0.0, 16)])
+def test_inpaint_and_face_presets_resolve(name, task, weight, batch):
+    from resshift.training.trainer import model_config_of
+    config = load_config(name)
+    model = model_config_of(config.model)
+    assert model.task == task and model.scale == 1 and config.data.degradation in (task, "inpaint")
+    assert config.optim.perceptual_weight == weight and config.optim.batch_size == batch
+    assert config.data.crop_size % (model.autoencoder.downsample_factor * model.unet.size_multiple) == 0
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    if name == "faceir-official":
+        assert config.data.crop_size == 512 and model.autoencoder.embed_dim == 8
+    elif name != "tiny-inpaint-cpu":
+        assert config.data.masks == type(config.data.masks)()          # the official ranges
+        assert model.unet.model_channels == 160 and model.unet.cond_mask

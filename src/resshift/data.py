@@ -19,9 +19,11 @@ reflect-padded when its short side is more than half the crop (the largest paddi
 defines) and skipped with a note otherwise; paired LR/HR images are never padded (too-small pairs
 are skipped). An empty folder, or one with no usable image, raises InputError.
 
-LR synthesis happens after the DataLoader, on the training device and batched (`degrade_batch`):
+LR synthesis happens after the DataLoader, on the training device and batched (`synthesize_batch`):
 'realesrgan' (second order), 'first-order' (the paper's test degradation), 'bicubic' (MATLAB
-imresize 1/sf) or 'paired' (the LR crops come from files).
+imresize 1/sf) or 'paired' (the LR crops come from files); for the scale-1 tasks 'inpaint' (LaMa-style
+masks; lq = hq with the holes set to 0, plus the mask, 1 = hole) and 'face' (GFPGAN degradation, HQ
+greyed where the LQ was, as the official gt_gray).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import torch
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from resshift.degradations import FirstOrderDegradation, RealESRGANDegradation, degrade, degrade_first_order, imresize
+from resshift.degradations import (FaceDegradation, FirstOrderDegradation, MaskConfig, RealESRGANDegradation,
+                                   degrade, degrade_face_pair, degrade_first_order, imresize, random_masks)
 from resshift.errors import ConfigError, InputError
 from resshift.imageio import read_image
 
@@ -271,7 +274,28 @@ def degrade_batch(hq: torch.Tensor, kind: str, scale: int, generator: torch.Gene
     if kind == "bicubic":
         lq = imresize(hq, scale=1 / scale)                          # MATLAB bicubic, antialiased
         return (lq.clamp(0, 1) * 255).round() / 255
-    raise ConfigError(f"unknown degradation {kind!r}; use realesrgan, first-order, bicubic or paired")
+    if kind in ("inpaint", "face"):
+        raise ConfigError(f"degradation {kind!r} makes more than an LR image; call synthesize_batch")
+    raise ConfigError(f"unknown degradation {kind!r}; use realesrgan, first-order, bicubic, paired, inpaint or face")
+
+
+def synthesize_batch(hq: torch.Tensor, kind: str, scale: int, generator: torch.Generator, *,
+                     masks: MaskConfig | None = None, face: FaceDegradation | None = None,
+                     **sr_configs: Any) -> dict[str, torch.Tensor]:
+    """(N, 3, H, W) HQ in [0, 1] -> {"hq", "lq"[, "mask"]} on hq's device, all draws from `generator`.
+
+    'inpaint': mask (N, 1, H, W) in {0, 1} (1 = hole), lq = hq * (1 - mask), i.e. -1 in [-1, 1] at the
+    holes as the official code and `ResShiftPipeline.restore` feed the UNet. 'face': the GFPGAN pair
+    (the HQ greyed where the LQ was). Otherwise `degrade_batch` (hq unchanged).
+    """
+    if kind == "inpaint":
+        n, _, h, w = hq.shape
+        mask = random_masks(n, h, w, masks or MaskConfig(), generator).to(hq.device, hq.dtype)  # (N, 1, H, W)
+        return {"hq": hq, "lq": hq * (1 - mask), "mask": mask}
+    if kind == "face":
+        gt, lq = degrade_face_pair(hq, face or FaceDegradation(), generator)
+        return {"hq": gt, "lq": lq}
+    return {"hq": hq, "lq": degrade_batch(hq, kind, scale, generator, **sr_configs)}
 
 
 def _check_sf(sf: int, scale: int, name: str) -> None:
@@ -292,10 +316,12 @@ def center_crop(pixels: np.ndarray, size: int | None, multiple: int) -> np.ndarr
 def load_validation_set(folder: str | Path, count: int, *, crop: int | None, scale: int, multiple: int,
                         kind: str, seed: int, lq_folder: str | Path | None = None,
                         realesrgan: RealESRGANDegradation | None = None,
-                        first_order: FirstOrderDegradation | None = None) -> list[dict[str, torch.Tensor]]:
+                        first_order: FirstOrderDegradation | None = None, masks: MaskConfig | None = None,
+                        face: FaceDegradation | None = None) -> list[dict[str, torch.Tensor]]:
     """The first `count` images of `folder`, centre-cropped, each degraded ONCE (seed, index) or paired.
 
-    Returns one {"hq": (1, 3, H, W), "lq": (1, 3, H/s, W/s), "name": str} per image, on the CPU.
+    Returns one {"hq": (1, 3, H, W), "lq": (1, 3, H/s, W/s)[, "mask": (1, 1, H, W)], "name": str} per
+    image, on the CPU (inpainting: the masks are drawn once, like the LR images).
     """
     partners = {_stem_key(p): p for p in list_images([lq_folder])} if lq_folder is not None else {}
     out = []
@@ -312,16 +338,17 @@ def load_validation_set(folder: str | Path, count: int, *, crop: int | None, sca
             lq = torch.from_numpy(center_crop(lq_pixels, crop and crop // scale, max(1, multiple // scale)))
             lq = lq.permute(2, 0, 1)[None]
             hq = torch.from_numpy(center_crop(hq_pixels, crop, multiple)).permute(2, 0, 1)[None]
-            hq = hq[..., : lq.shape[-2] * scale, : lq.shape[-1] * scale]
+            item = {"hq": hq[..., : lq.shape[-2] * scale, : lq.shape[-1] * scale], "lq": lq}
         else:
             hq = torch.from_numpy(center_crop(hq_pixels, crop, multiple)).permute(2, 0, 1)[None].contiguous()
             g = keyed_generator(seed, KEY_VALIDATION, index)
             try:
-                lq = degrade_batch(hq, kind, scale, g, realesrgan=realesrgan, first_order=first_order)
+                item = synthesize_batch(hq, kind, scale, g, realesrgan=realesrgan, first_order=first_order,
+                                        masks=masks, face=face)
             except InputError as exc:
                 _note(path, f"validation image skipped ({exc})")
                 continue
-        out.append({"hq": hq.contiguous(), "lq": lq.contiguous(), "name": path.stem})
+        out.append({**{k: v.contiguous() for k, v in item.items()}, "name": path.stem})
     if not out:
         raise InputError(f"{folder}: no usable validation image")
     return out

@@ -24,11 +24,11 @@ from typing import Any, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from resshift.degradations import FirstOrderDegradation, RealESRGANDegradation
+from resshift.degradations import FaceDegradation, FirstOrderDegradation, MaskConfig, RealESRGANDegradation
 from resshift.errors import ConfigError
-from resshift.presets import ModelConfig
+from resshift.presets import ModelConfig, get_preset
 
-Degradation = Literal["realesrgan", "bicubic", "first-order", "paired"]
+Degradation = Literal["realesrgan", "bicubic", "first-order", "paired", "inpaint", "face"]
 AmpDtype = Literal["none", "bf16", "fp16"]
 
 
@@ -41,6 +41,8 @@ class DataConfig:
     lq_dir: str | None = None                 # with degradation 'paired': LR files matched by stem
     realesrgan: RealESRGANDegradation = RealESRGANDegradation()
     first_order: FirstOrderDegradation = FirstOrderDegradation()
+    masks: MaskConfig = MaskConfig()          # with degradation 'inpaint': LaMa-style masks (official ranges)
+    face: FaceDegradation = FaceDegradation() # with degradation 'face': GFPGAN degradation (official, 512 crops)
     crop_size: int = 256                      # HR crop side; the LR crop is crop_size / scale
     hflip: bool = True
     rotate: bool = True                       # random 90-degree rotations
@@ -147,6 +149,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        spec = self.model
+        if spec.config is not None or (spec.preset is not None and spec.official_unet is None):
+            check_task(self.data, spec.config or get_preset(spec.preset).config)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists (YAML- and torch.save-safe); from_dict reads it back."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -154,6 +161,21 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         return _build(cls, data, "")
+
+
+def check_task(data: DataConfig, model: ModelConfig) -> None:
+    """The degradation must make the inputs the model's task takes (masks for 'inpaint', scale 1)."""
+    kind, task = data.degradation, model.task
+    if kind in ("inpaint", "face") and (task != kind or model.scale != 1):
+        raise ConfigError(f"data.degradation '{kind}' needs a model with task '{kind}' and scale 1 "
+                          f"(model task '{task}', scale {model.scale}); set model.preset="
+                          f"{'inpaint-imagenet' if kind == 'inpaint' else 'faceir'} or fix model.config.task/scale")
+    if task == "inpaint" and kind != "inpaint":
+        raise ConfigError(f"an inpainting model (task 'inpaint', UNet cond_mask) trains on masks: "
+                          f"set data.degradation=inpaint, not '{kind}'")
+    if task == "face" and kind not in ("face", "paired"):
+        raise ConfigError(f"a face model (task 'face') trains on same-size LQ faces: set data.degradation=face "
+                          f"(or paired), not '{kind}'")
 
 
 # --------------------------------------------------------------------------- loading

@@ -39,8 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 from resshift import diffusion
 from resshift.checkpoints import load_weights, read_official, read_safetensors
 from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_VALIDATION, HRFolderDataset,
-                           StreamBatchSampler, degrade_batch, keyed_generator, keyed_seed,
-                           load_validation_set, make_loader)
+                           StreamBatchSampler, keyed_generator, keyed_seed, load_validation_set, make_loader,
+                           synthesize_batch)
 from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import psnr
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
@@ -48,7 +48,7 @@ from resshift.presets import ModelConfig, get_preset
 from resshift.training import distributed
 from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
                                           save_checkpoint, set_rng_state)
-from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, config_differences
+from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,9 @@ def validate(pipe: ResShiftPipeline, ema: torch.nn.Module, val_set: list[dict], 
             chunks.append([item])
     for index, chunk in enumerate(chunks):
         lq = torch.cat([item["lq"] for item in chunk]).to(pipe.device)
+        mask = torch.cat([item["mask"] for item in chunk]).to(pipe.device) if "mask" in chunk[0] else None
         with autocast:
-            out = sampler.restore(lq, generator=keyed_generator(seed, KEY_VALIDATION, 1_000_000 + index),
+            out = sampler.restore(lq, mask, generator=keyed_generator(seed, KEY_VALIDATION, 1_000_000 + index),
                                   steps=steps).float()
         for item, image in zip(chunk, out):
             hq = item["hq"][0]
@@ -201,8 +202,7 @@ def validate(pipe: ResShiftPipeline, ema: torch.nn.Module, val_set: list[dict], 
 
 def check_setup(cfg: TrainConfig, model: ModelConfig, world_size: int) -> None:
     d, multiple = cfg.data, model.autoencoder.downsample_factor * model.unet.size_multiple
-    if model.task == "inpaint":
-        raise ConfigError("training inpainting models needs masks, which data.py does not make yet")
+    check_task(d, model)
     if d.crop_size % multiple or d.crop_size % model.scale:
         raise ConfigError(f"data.crop_size {d.crop_size} must be a multiple of {multiple} for this model")
     if d.degradation == "paired" and d.val_dir is not None and d.val_lq_dir is None:
@@ -281,17 +281,16 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
                                  rank=ddp.rank, world=ddp.world_size, accum=o.grad_accum)
     batches = iter(make_loader(dataset, sampler, num_workers=d.num_workers, seed=seed, rank=ddp.rank,
                                pin_memory=device.type == "cuda"))
-    degradations = {"realesrgan": d.realesrgan, "first_order": d.first_order}
+    degradations = {"realesrgan": d.realesrgan, "first_order": d.first_order, "masks": d.masks, "face": d.face}
 
     def next_batch(micro: int) -> dict[str, torch.Tensor]:
         batch = next(batches)
         hq = batch["hq"].to(device, non_blocking=True)
         if "lq" in batch:
-            lq = batch["lq"].to(device, non_blocking=True)
-        else:
-            g = keyed_generator(seed, KEY_DEGRADE, step, ddp.rank, micro, device=device)
-            lq = degrade_batch(hq, d.degradation, pipe.config.scale, g, **degradations)
-        return {"hq": hq, "lq": lq, "sample": batch["sample"]}
+            return {"hq": hq, "lq": batch["lq"].to(device, non_blocking=True), "sample": batch["sample"]}
+        g = keyed_generator(seed, KEY_DEGRADE, step, ddp.rank, micro, device=device)
+        return {**synthesize_batch(hq, d.degradation, pipe.config.scale, g, **degradations),
+                "sample": batch["sample"]}
 
     # ---- main-process outputs
     val_set, metrics = None, None

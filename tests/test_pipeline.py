@@ -87,6 +87,8 @@ def test_bad_tensors_are_refused_with_clear_errors(sr_pipe):
         sr_pipe(torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8))
     with pytest.raises(InputError, match="expected a PIL image"):
         sr_pipe("photo.png")
+    with pytest.raises(InputError, match=r"noise: shape \(1, 3, 8, 8\) differs"):
+        sr_pipe(torch.rand(1, 3, 16, 16), noise=torch.zeros(1, 3, 8, 8))
 
 
 def test_inpainting_keeps_known_pixels_and_checks_the_mask(inpaint_pipe):

@@ -254,6 +254,8 @@ class ResShiftPipeline:
             return tiled_map(one_tile, [(x_t, 1)] + [(c, cond_scale) for c in conditions],
                              out_scale=1, **grid)
 
+        if noise is not None and noise.shape != z_y.shape:
+            raise InputError(f"noise: shape {tuple(noise.shape)} differs from the latent's {tuple(z_y.shape)}")
         x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
                               noise=noise, callback=callback)
         return (tiled_map(self.decode, [(x0, 1)], out_scale=factor, **grid) + 1) / 2

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
+from .cli_eval import add_eval
 from .cli_tasks import add_inpaint, add_restore_face
 from .cli_upscale import add_upscale
 from .degradations.cli import add_degrade
@@ -70,7 +71,7 @@ def _run_presets(args: argparse.Namespace) -> int:
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert, _add_presets, add_upscale,
                                                                      add_inpaint, add_restore_face,
-                                                                     add_degrade, add_train)
+                                                                     add_degrade, add_train, add_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,265 @@
+"""Score a folder of restored images: the library side of `resshift eval` (and later `resshift benchmark`).
+
+* Full reference (`gt` given): each prediction is paired with the ground-truth file of the same stem
+  (`pred/img_001.png` <-> `gt/img_001.jpg`); PSNR and SSIM on the BT.601 Y channel by default
+  (`y_channel=False`: on RGB), ST-LPIPS (VGG) on RGB when the stlpips-pytorch package is installed.
+* No reference (`gt=None`): NIQE of each prediction.
+
+`crop_border` pixels are removed on each side before every metric. Greyscale files are read as RGB
+with three equal channels, so their Y-channel metrics are those of the grey values themselves; an
+alpha channel is ignored.
+
+Nothing here stops at a bad file: unmatched names, size mismatches, non-image or unreadable files and
+images too small for a metric become `Problem`s (one line naming the file) and the rest is scored.
+
+Identical images have PSNR = inf. Means are taken over the finite values only (the number left out
+is in `Report.infinite`); a metric whose every value is inf has mean inf. JSON writes inf as "inf".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, InputError, ResShiftError
+from .fileio import atomic_write_bytes
+from .imageio import read_image
+from .metrics import STLPIPS, niqe, psnr, ssim
+from .upscale import IMAGE_SUFFIXES, find_inputs
+
+__all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Row", "evaluate_folders",
+           "list_images"]
+
+FULL_REFERENCE = ("psnr", "ssim", "stlpips")
+NO_REFERENCE = ("niqe",)
+METRICS = FULL_REFERENCE + NO_REFERENCE
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "ST-LPIPS", "niqe": "NIQE"}
+DIGITS = {"psnr": 2, "ssim": 4, "stlpips": 4, "niqe": 4}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str                 # the shared file stem
+    pred: Path
+    gt: Optional[Path]
+    values: dict[str, float]  # metric name -> value
+
+
+@dataclass
+class Report:
+    """Per-image scores, their means, and every file that was skipped (with why)."""
+
+    metrics: tuple[str, ...]  # the metrics computed (ST-LPIPS is dropped when its package is missing)
+    crop_border: int = 0
+    y_channel: bool = True
+    rows: list[Row] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # not problems: e.g. a metric that is unavailable
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def infinite(self) -> dict[str, int]:
+        """Metric -> how many of its values are inf (identical images under PSNR), left out of the mean."""
+        return {m: sum(math.isinf(r.values[m]) for r in self.rows) for m in self.metrics}
+
+    @property
+    def means(self) -> dict[str, float]:
+        """Mean of each metric over its finite values; inf when all are inf; nan when nothing was scored."""
+        means = {}
+        for m in self.metrics:
+            values = [r.values[m] for r in self.rows]
+            finite = [v for v in values if math.isfinite(v)]
+            means[m] = float(np.mean(finite)) if finite else (math.inf if values else math.nan)
+        return means
+
+    def to_dict(self) -> dict:
+        return {"metrics": list(self.metrics), "crop_border": self.crop_border, "y_channel": self.y_channel,
+                "count": self.count, "mean": {m: _json_number(v) for m, v in self.means.items()},
+                "infinite": self.infinite,
+                "images": [{"name": r.name, "pred": str(r.pred), "gt": None if r.gt is None else str(r.gt),
+                            **{m: _json_number(v) for m, v in r.values.items()}} for r in self.rows],
+                "problems": [{"file": str(p.file), "reason": p.reason} for p in self.problems],
+                "notes": list(self.notes)}
+
+    def write_json(self, path: str | Path) -> None:
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    def write_csv(self, path: str | Path) -> None:
+        """One row per scored image: image, pred, gt, then one column per metric (no mean row)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "pred", "gt", *self.metrics])
+        for r in self.rows:
+            writer.writerow([r.name, r.pred, r.gt or "", *(repr(r.values[m]) for m in self.metrics)])
+        atomic_write_bytes(path, buffer.getvalue().encode())
+
+    def table(self, per_image: bool = False) -> str:
+        """A text table: optional per-image rows, then the mean row with the image count."""
+        header = ["image", *(LABELS[m] for m in self.metrics)]
+        lines = [[r.name, *(_fmt(m, r.values[m]) for m in self.metrics)] for r in self.rows] if per_image else []
+        means = self.means
+        lines.append([f"mean (n={self.count})", *(_fmt(m, means[m]) for m in self.metrics)])
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        render = [header[0].ljust(widths[0]) + "".join(f"  {c:>{w}}" for c, w in zip(header[1:], widths[1:]))]
+        for row in lines:
+            render.append(row[0].ljust(widths[0]) + "".join(f"  {c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+        return "\n".join(render)
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{value:.{DIGITS[metric]}f}" if math.isfinite(value) else str(value)
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)  # JSON has no inf/nan: "inf", "nan"
+
+
+def list_images(folder: str | Path, role: str) -> tuple[dict[str, Path], list[Problem]]:
+    """A folder's image files by stem, and a Problem for each other file or repeated stem.
+
+    InputError (a usage error) when the folder is missing or holds no images.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"--{role} {folder}: not a folder")
+    try:
+        images = find_inputs(str(folder)).files
+    except InputError as err:
+        raise InputError(f"--{role} {folder}: no images found ({', '.join(IMAGE_SUFFIXES)})") from err
+    taken = set(images)
+    problems = [Problem(p, "not an image file (skipped)") for p in sorted(folder.iterdir())
+                if p.is_file() and not p.name.startswith(".") and p not in taken]
+    by_stem: dict[str, Path] = {}
+    for path in images:
+        if path.stem in by_stem:
+            problems.append(Problem(path, f"same name as {by_stem[path.stem].name} (skipped)"))
+        else:
+            by_stem[path.stem] = path
+    return by_stem, problems
+
+
+def _load_stlpips(metrics: Sequence[str], notes: list[str], device: torch.device) -> Optional[STLPIPS]:
+    if "stlpips" not in metrics:
+        return None
+    try:
+        return STLPIPS.from_package("vgg").to(device)
+    except CheckpointError as err:
+        notes.append(f"ST-LPIPS column skipped: {err}")
+        return None
+
+
+def _to_batch(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(device)  # (1, 3, H, W)
+
+
+def _crop(pixels: np.ndarray, border: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    if border and min(h, w) <= 2 * border:
+        raise InputError(f"a {h}x{w} image is too small for --crop-border {border}")
+    return pixels[border:h - border, border:w - border] if border else pixels
+
+
+def _score(pred: np.ndarray, gt: Optional[np.ndarray], metrics: Sequence[str], crop_border: int,
+           y_channel: bool, lpips: Optional[STLPIPS], device: torch.device) -> dict[str, float]:
+    """All metrics of one image (pair); InputError when one of them cannot be computed."""
+    values = {}
+    for m in metrics:
+        if m == "psnr":
+            values[m] = psnr(pred, gt, crop_border, y_channel)
+        elif m == "ssim":
+            values[m] = ssim(pred, gt, crop_border, y_channel)
+        elif m == "niqe":
+            values[m] = niqe(pred, crop_border)
+        elif m == "stlpips" and lpips is not None:
+            a, b = (_to_batch(_crop(x, crop_border), device) for x in (pred, gt))
+            with torch.no_grad():
+                values[m] = float(lpips(a, b)[0])
+    return values
+
+
+def _read(path: Path, problems: list[Problem]) -> Optional[np.ndarray]:
+    """The image's RGB pixels, or None with a Problem when it cannot be decoded."""
+    try:
+        return read_image(path).pixels
+    except InputError as err:
+        reason = str(err).removeprefix(f"{path}: ")  # read_image names the file itself
+        problems.append(Problem(path, f"{reason} (skipped)"))
+        return None
+
+
+def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Sequence[str] | None = None,
+                     crop_border: int = 0, y_channel: bool = True,
+                     device: str | torch.device = "cpu") -> Report:
+    """Score every image in `pred` (against the same-stem image in `gt` when given) -> Report.
+
+    `metrics` defaults to psnr, ssim, stlpips with `gt` and to niqe without. Usage errors (unknown
+    metric, full-reference metric without `gt`, missing or empty folder) raise InputError; problems
+    with single files are recorded in `Report.problems` and those files skipped.
+    """
+    metrics = tuple(metrics or (FULL_REFERENCE if gt is not None else NO_REFERENCE))
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if gt is None and any(m in FULL_REFERENCE for m in metrics):
+        needing = ", ".join(m for m in metrics if m in FULL_REFERENCE)
+        raise InputError(f"--metrics {needing}: needs --gt; without ground truth only niqe can be computed")
+    if crop_border < 0:
+        raise InputError(f"--crop-border must be >= 0, got {crop_border}")
+    device = torch.device(device)
+    report = Report(metrics, crop_border, y_channel)
+    preds, problems = list_images(pred, "pred")
+    report.problems += problems
+    gts: dict[str, Path] = {}
+    if gt is not None:
+        gts, problems = list_images(gt, "gt")
+        report.problems += problems
+        report.problems += [Problem(p, "no ground truth with this name in --gt (skipped)")
+                            for s, p in preds.items() if s not in gts]
+        report.problems += [Problem(p, "no prediction with this name in --pred (skipped)")
+                            for s, p in gts.items() if s not in preds]
+
+    lpips = _load_stlpips(metrics, report.notes, device)  # after the folders: usage errors come first
+    if "stlpips" in metrics and lpips is None:
+        report.metrics = tuple(m for m in metrics if m != "stlpips")
+        if not report.metrics:
+            raise ResShiftError(report.notes[-1])
+    for stem, pred_path in sorted(preds.items()):
+        gt_path = gts.get(stem)
+        if gt is not None and gt_path is None:
+            continue
+        pred_pixels = _read(pred_path, report.problems)  # (H, W, 3) float32 in [0, 1]
+        gt_pixels = None if gt_path is None else _read(gt_path, report.problems)
+        if pred_pixels is None or (gt_path is not None and gt_pixels is None):
+            continue
+        if gt_pixels is not None and gt_pixels.shape != pred_pixels.shape:
+            (h, w), (gh, gw) = pred_pixels.shape[:2], gt_pixels.shape[:2]
+            report.problems.append(Problem(pred_path, f"size {w}x{h} differs from {gt_path} ({gw}x{gh}) (skipped)"))
+            continue
+        try:
+            values = _score(pred_pixels, gt_pixels, report.metrics, crop_border, y_channel, lpips, device)
+        except InputError as err:
+            report.problems.append(Problem(pred_path, f"{err} (skipped)"))
+            continue
+        report.rows.append(Row(stem, pred_path, gt_path, values))
+    return report

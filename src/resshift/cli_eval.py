@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_upscale import non_negative_int
 from .evaluation import FULL_REFERENCE, METRICS, NO_REFERENCE, evaluate_folders
 from .errors import InputError
 
@@ -23,13 +24,6 @@ def _metric_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"unknown metric {', '.join(unknown) or repr(text)}; "
                                          f"choose from {', '.join(METRICS)}")
     return names
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_eval(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +49,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", type=_metric_list,
                         help=f"comma-separated, from {', '.join(METRICS)} (default: "
                              f"{','.join(FULL_REFERENCE)} with --gt, {','.join(NO_REFERENCE)} without)")
-    parser.add_argument("--crop-border", type=_non_negative_int, default=0,
+    parser.add_argument("--crop-border", type=non_negative_int, default=0,
                         help="pixels removed on each side before scoring (SR papers: the scale)")
     parser.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
     parser.add_argument("--per-image", action="store_true", help="print one row per image above the mean")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli_upscale import _non_negative_int, add_batch_arguments, run_jobs
+from .cli_upscale import non_negative_int, add_batch_arguments, run_jobs
 from .errors import InputError
 from .imageio import Image, read_image
 from .pipeline import ResShiftPipeline
@@ -63,7 +63,7 @@ def add_inpaint(subparsers: argparse._SubParsersAction) -> None:
     masks = parser.add_argument_group("masks")
     masks.add_argument("-m", "--mask", required=True,
                        help="mask file for every image, or a folder of masks named like the images")
-    masks.add_argument("--mask-dilate", type=_non_negative_int, default=0, metavar="N",
+    masks.add_argument("--mask-dilate", type=non_negative_int, default=0, metavar="N",
                        help="grow each mask's white area by N pixels (default: 0)")
     masks.add_argument("--no-paste-back", dest="paste_back", action="store_false",
                        help="keep the model's output everywhere instead of the known pixels")

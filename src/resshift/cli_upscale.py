@@ -67,7 +67,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
@@ -129,9 +129,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> a
                      help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
     run.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                      help="auto: fp16 on CUDA, fp32 elsewhere (default)")
-    run.add_argument("-t", "--tile", type=_non_negative_int,
+    run.add_argument("-t", "--tile", type=non_negative_int,
                      help="tile size in input pixels; 0: no tiling (default: automatic from free memory)")
-    run.add_argument("--tile-overlap", type=_non_negative_int,
+    run.add_argument("--tile-overlap", type=non_negative_int,
                      help="overlap of neighbouring tiles in input pixels (default: a quarter of the tile)")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bars and no summary (errors and notes are still printed)")

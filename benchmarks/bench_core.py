@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from resshift.models import DTYPES
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import get_preset
 
 OFFICIAL_CPU_SECONDS = {"unet": 0.81, "decode": 4.13, "encode": 1.85, "pipeline": 9.49}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -127,6 +127,6 @@ def test_unknown_preset_and_bad_model_folder(tmp_path):
         get_preset("realsr-v9")
     with pytest.raises(CheckpointError, match="not a resshift model folder"):
         ResShiftPipeline.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "task": "sr", "colour": 1}))
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 2, "task": "sr", "colour": 1}))
     with pytest.raises(ConfigError, match="unknown model config key"):
         ResShiftPipeline.from_pretrained(tmp_path)

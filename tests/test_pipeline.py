@@ -109,8 +109,11 @@ def test_inpainting_keeps_known_pixels_and_checks_the_mask(inpaint_pipe):
 
 def test_save_and_load_round_trip(tmp_path, sr_pipe):
     sr_pipe.save_pretrained(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
     loaded = ResShiftPipeline.from_pretrained(tmp_path / "model")
     assert loaded.config == sr_pipe.config
+    for a, b in zip(sr_pipe.autoencoder.state_dict().values(), loaded.autoencoder.state_dict().values()):
+        assert torch.equal(a, b)
     for a, b in zip(sr_pipe.unet.state_dict().values(), loaded.unet.state_dict().values()):
         assert torch.equal(a, b)
     x = torch.rand(1, 3, 16, 16, generator=seeded(6))

@@ -28,7 +28,7 @@ from resshift.presets import ModelConfig
 from resshift.schedule import ScheduleConfig
 from resshift.training import checkpoint as ckpt
 from resshift.training.config import TrainConfig, apply_overrides, load_config, preset_names
-from resshift.training.trainer import lr_factor, train, training_loss
+from resshift.training.trainer import build_pipeline, lr_factor, train, training_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -222,6 +222,21 @@ def test_vqgan_latent_space_needs_weights_or_an_explicit_opt_in(hr_folder, tmp_p
     with caplog.at_level(logging.WARNING, logger="resshift.training"):
         rows = train(tiny_config(hr_folder, *overrides, "model.random_autoencoder=true"), tmp_path / "run")
     assert "RANDOM weights" in caplog.text and rows[0]["perceptual"] > 0
+
+
+def test_autoencoder_weights_from_a_model_folder(hr_folder, tmp_path):
+    """A model folder's model.safetensors provides the frozen autoencoder (its "autoencoder." entries)."""
+    vq = {"type": "vqgan", "ch": 32, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "n_embed": 64}
+    overrides = [f"model.config.autoencoder={vq}", "model.config.unet.in_channels=3",
+                 "model.config.unet.out_channels=3"]
+    config = tiny_config(hr_folder, *overrides)
+    torch.manual_seed(3)
+    donor = ResShiftPipeline.from_config(config.model.config)
+    donor.save_pretrained(tmp_path / "donor")
+    spec = tiny_config(hr_folder, *overrides, f"model.autoencoder_weights={tmp_path / 'donor' / 'model.safetensors'}")
+    pipe = build_pipeline(spec.model, seed=0)
+    for name, value in donor.autoencoder.state_dict().items():
+        assert torch.equal(pipe.autoencoder.state_dict()[name], value), name
 
 
 def test_mixed_precision_and_accumulation(hr_folder, tmp_path):

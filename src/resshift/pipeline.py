@@ -38,9 +38,8 @@ from .schedule import Schedule
 from .tiling import tiled_map
 
 CONFIG_NAME = "config.json"
-UNET_WEIGHTS = "unet.safetensors"
-AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
-FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"     # both networks, keys prefixed "unet." and "autoencoder."
+FORMAT_VERSION = 2
 
 
 def image_to_tensor(image: Any, what: str = "image") -> tuple[torch.Tensor, str]:
@@ -119,12 +118,12 @@ class ResShiftPipeline:
             raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
         version = data.pop("format_version", None)
         if version != FORMAT_VERSION:
-            raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION}")
+            raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION} (a folder from another "
+                              f"resshift version: convert or export the model again)")
         config = ModelConfig.from_dict(data)
         with torch.device("meta"):
             pipe = cls(SwinUNet(config.unet), build_autoencoder(config.autoencoder), config)
-        for module, name in ((pipe.unet, UNET_WEIGHTS), (pipe.autoencoder, AUTOENCODER_WEIGHTS)):
-            load_weights(module, read_safetensors(folder / name), str(folder / name))
+        load_weights(pipe.networks(), read_safetensors(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
         return pipe.to(device, dtype)
 
     @classmethod
@@ -159,13 +158,16 @@ class ResShiftPipeline:
         return pipe.to(device, dtype)
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> None:
-        """Write config.json and one safetensors file per network (optionally cast, e.g. fp16)."""
+        """Write config.json and model.safetensors (both networks; optionally cast, e.g. to fp16)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_safetensors(self.unet, folder / UNET_WEIGHTS, dtype)
-        write_safetensors(self.autoencoder, folder / AUTOENCODER_WEIGHTS, dtype)
+        write_safetensors(self.networks(), folder / WEIGHTS_NAME, dtype)
         payload = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
         atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
+
+    def networks(self) -> torch.nn.ModuleDict:
+        """Both networks under one state_dict, the layout of model.safetensors."""
+        return torch.nn.ModuleDict({"unet": self.unet, "autoencoder": self.autoencoder})
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> "ResShiftPipeline":

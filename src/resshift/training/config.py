@@ -66,7 +66,7 @@ class ModelSpec:
     """What to train. Exactly one source: `preset`, `config`, `pretrained` or `official_unet`.
 
     preset / config start the UNet from random weights (seeded by run.seed) and load the frozen
-    autoencoder from `autoencoder_weights` (official .pth or autoencoder.safetensors); a
+    autoencoder from `autoencoder_weights` (official .pth or a model folder's model.safetensors); a
     parameter-free autoencoder (pixel-unshuffle) needs none. `pretrained` (a from_pretrained folder)
     and `official_unet` (+ `autoencoder_weights`, with `preset` naming the task if the file name does
     not tell it) fine-tune existing weights.

@@ -81,13 +81,21 @@ def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
         path = spec.autoencoder_weights
         if path is not None:
             state = read_safetensors(path) if str(path).endswith(".safetensors") else read_official(path)
-            load_weights(pipe.autoencoder, state, str(path))
+            load_weights(pipe.autoencoder, autoencoder_part(state), str(path))
         elif not spec.random_autoencoder:
             raise ConfigError("the autoencoder needs trained weights: set model.autoencoder_weights to the official "
-                              "autoencoder .pth (e.g. autoencoder_vq_f4.pth) or an autoencoder.safetensors")
+                              "autoencoder .pth (e.g. autoencoder_vq_f4.pth) or a model folder's model.safetensors")
         else:
             log.warning("the autoencoder has RANDOM weights (model.random_autoencoder): results are meaningless")
     return pipe
+
+
+def autoencoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The autoencoder's entries of a model.safetensors (prefix "autoencoder."), or `state` itself."""
+    prefix = "autoencoder."
+    if not any(key.startswith(prefix) for key in state):
+        return state
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def pipeline_from_checkpoint(state: dict[str, Any], source: str) -> ResShiftPipeline:

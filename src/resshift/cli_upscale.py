@@ -60,7 +60,7 @@ getting a model:
 """
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -74,7 +74,7 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
@@ -104,20 +104,21 @@ def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> a
     io.add_argument("--ext", choices=("same", "png", "jpg", "webp"), default="same",
                     help="output format; same: the input's (default)")
     io.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    io.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+    io.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                     help="refuse inputs with more pixels (decompression-bomb guard; "
                          f"default {DEFAULT_MAX_PIXELS})")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help="model folder (from `resshift convert`/save_pretrained), or an "
-                                       "official UNet .pth together with --autoencoder")
+    model.add_argument("--model", help="bundled model name (see `resshift models`), model folder (from "
+                                       "`resshift convert`/save_pretrained), or an official UNet .pth "
+                                       "together with --autoencoder (default: the bundled model of the task)")
     model.add_argument("--autoencoder", help="official VQGAN .pth, with an official UNet --model")
     model.add_argument("--task", choices=sorted(PRESETS),
                        help="official preset of a UNet .pth (recognised from the file when unambiguous)")
     if resizing:
-        model.add_argument("-s", "--outscale", type=_positive_float,
+        model.add_argument("-s", "--outscale", type=positive_float,
                            help="final scale, any number (default: the model's, e.g. 4); the model's "
                                 "output is resized with Lanczos (larger) or area averaging (smaller)")
-    model.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's)")
+    model.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
     model.add_argument("--seed", type=int, default=12345,
                        help="noise seed, the same for every image so results do not depend on the "
                             "batch (default: 12345)")
@@ -162,7 +163,7 @@ def run_jobs(args: argparse.Namespace, jobs: list[Job], options: UpscaleOptions,
     ranks, output = Ranks.from_env(), args.output.expanduser()
     _check_output_root(output, jobs)
     device = resolve_device(args.device, ranks.local_rank)
-    pipe = load_model(args.model, args.autoencoder, args.task, device=device,
+    pipe = load_model(args.model, args.autoencoder, args.task, default_for=task, device=device,
                       dtype=resolve_dtype(args.dtype, device))
     if pipe.config.task != task:
         name, other = TASKS[pipe.config.task]

@@ -95,7 +95,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     path = Path(path)
     _check_readable(path)
     try:
-        with _open(path) as im:
+        with open_header(path) as im:
             _check_size(path, im.size, max_pixels)
             stored_orientation = im.getexif().get(_ORIENTATION, 1)
             wide_channels = _wide_channels(path, im)
@@ -174,7 +174,7 @@ def _check_readable(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _open(path: Path) -> Iterator[PILImage.Image]:
+def open_header(path: Path) -> Iterator[PILImage.Image]:
     """Open lazily (header only). Pillow's global bomb limit is lifted meanwhile: _check_size is the guard,
     and Pillow's would refuse sizes that a user allowed with --max-pixels."""
     with _PILLOW_LOCK:

@@ -7,8 +7,7 @@ A model spec is one of
   file name does not tell it, the official preset (`task`);
 * the name of a bundled model: a row of `BUNDLED` (a table of dataclasses, not a chain of ifs).
 
-`BUNDLED` is empty until models ship inside the package; a later change adds rows (and may set
-`DEFAULT_MODEL`) without touching the resolution logic.
+`DEFAULT_MODELS` names the bundled model each task uses when no `--model` is given.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ import torch
 
 from .errors import ConfigError
 from .pipeline import CONFIG_NAME, ResShiftPipeline
+from .presets import Task
 
-__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODEL", "DTYPES", "load_model", "resolve_device",
+__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "resolve_device",
            "resolve_dtype"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -36,23 +36,25 @@ HOW_TO_GET_A_MODEL = (
 
 @dataclass(frozen=True)
 class BundledModel:
-    """A model shipped inside the package, under `resshift/weights/<folder>/`."""
+    """A model shipped inside the package, under `resshift/weights/<name>/` (docs/models.md has its card)."""
 
     name: str
+    task: Task
     description: str
-    folder: str
 
     @property
     def path(self) -> Path:
-        return WEIGHTS_DIR / self.folder
+        return WEIGHTS_DIR / self.name
 
     @property
     def installed(self) -> bool:
         return (self.path / CONFIG_NAME).is_file()
 
 
+# Rows are added as the compact models (training/presets/compact-x4.yaml) reach their targets (docs/models.md).
 BUNDLED: dict[str, BundledModel] = {}
-DEFAULT_MODEL: Optional[str] = None     # the bundled model used when no --model is given
+# The bundled model each command uses when no --model is given, by task.
+DEFAULT_MODELS: dict[Task, str] = {}
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -96,17 +98,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Optional[str] = None, *,
-               device: torch.device | str = "cpu",
+               default_for: Task = "sr", device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> ResShiftPipeline:
-    """Resolve a model spec (folder, official .pth, bundled name or None) into a ready pipeline.
+    """Resolve a model spec (folder, official .pth, bundled name, or None for the bundled default
+    of the task `default_for`) into a ready pipeline; `task` names the official preset of a .pth.
 
     Raises ConfigError for a spec that names nothing usable, and CheckpointError (from the loaders)
     for weights that are missing, corrupt or do not fit.
     """
     if spec is None:
-        if DEFAULT_MODEL is None or not BUNDLED[DEFAULT_MODEL].installed:
-            raise ConfigError(f"no --model given and no bundled model is installed; {HOW_TO_GET_A_MODEL}")
-        spec = DEFAULT_MODEL
+        if default_for not in DEFAULT_MODELS:
+            raise ConfigError(f"no --model given, and resshift bundles no {default_for!r} model yet; "
+                              f"{HOW_TO_GET_A_MODEL}")
+        spec = DEFAULT_MODELS[default_for]
     path = Path(spec).expanduser()
     if path.is_dir():
         _no_official_options(spec, autoencoder, task)

@@ -305,7 +305,7 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptio
                 summary.skipped += 1
             else:
                 with _image_bar(pipe, job.source.name, options.steps, progress) as callback:
-                    note = _process(pipe, job, options, callback, restore)
+                    note = process_job(pipe, job, options, callback, restore)
                 summary.done += 1
                 if note:
                     summary.notes.append((str(job.source), f"{job.source}: {note}"))
@@ -322,7 +322,7 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: UpscaleOptio
     return summary
 
 
-def _process(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
+def process_job(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions,
              callback: Optional[Callable[[dict], None]], restore: Restore) -> Optional[str]:
     prepare_output_folder(job.target.parent)
     image = read_image(job.source, max_pixels=options.max_pixels)

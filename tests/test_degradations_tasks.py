@@ -1,16 +1,23 @@
-"""Training-data generators of the other ResShift tasks: LaMa-style inpainting masks and GFPGAN-style face
-degradation — contracts, statistics, determinism, config round trips."""
+"""Training-data generators of the other ResShift tasks: LaMa-style inpainting masks (also those held to a
+hole-fraction range for evaluation), the scores inside the holes, and GFPGAN-style face degradation —
+contracts, statistics, determinism, config round trips."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from resshift.degradations import (MASK_KINDS, FaceDegradation, MaskConfig, degrade_face, degrade_face_pair,
                                    random_masks, random_masks_with_kinds)
+from resshift.degradations.masks import random_masks_in_range
 from resshift.errors import ConfigError, InputError
+from resshift.evaluation import hole_psnr, hole_stlpips, paste_into_holes
+from resshift.metrics import STLPIPS
+from resshift.training.config import load_config
 
 
 def gen(seed: int) -> torch.Generator:
@@ -76,6 +83,77 @@ def test_mask_config_roundtrip_and_errors():
         MaskConfig(irregular_proba=0, box_proba=0, outpainting_proba=0)
     with pytest.raises(ConfigError):
         random_masks(1, 40, 40, MaskConfig(irregular_proba=0, outpainting_proba=0), gen(0))  # boxes cannot fit
+
+
+def test_compact_inpaint_masks_keep_the_official_hole_fractions(mask_sample):
+    """The preset halves every mask length for its 128-pixel crops: the holes cover what they cover at 256."""
+    masks = random_masks(1000, 128, 128, load_config("compact-inpaint").data.masks, gen(0))
+    ours, official = masks.mean(dim=(1, 2, 3)), mask_sample[0].mean(dim=(1, 2, 3))
+    assert ours.mean().item() == pytest.approx(official.mean().item(), abs=0.03)
+    assert ours.median().item() == pytest.approx(official.median().item(), abs=0.03)
+
+
+def test_masks_in_range_hold_their_hole_fraction_and_replay():
+    masks = random_masks_in_range(24, 256, 256, MaskConfig(), gen(4))
+    ratio = masks.mean(dim=(1, 2, 3))
+    assert masks.shape == (24, 1, 256, 256) and ((masks == 0) | (masks == 1)).all()
+    assert ((ratio >= 0.10) & (ratio <= 0.40)).all()
+    assert torch.equal(masks, random_masks_in_range(24, 256, 256, MaskConfig(), gen(4)))
+    narrow = random_masks_in_range(4, 128, 128, MaskConfig(), gen(4), hole_range=(0.2, 0.25)).mean(dim=(1, 2, 3))
+    assert ((narrow >= 0.2) & (narrow <= 0.25)).all()
+
+
+def test_masks_in_range_errors():
+    with pytest.raises(InputError, match="smaller than the 51x51"):
+        random_masks_in_range(1, 40, 300, MaskConfig(), gen(0))
+    assert random_masks_in_range(1, 40, 40, MaskConfig(box_proba=0), gen(0), (0, 1)).shape == (1, 1, 40, 40)
+    with pytest.raises(ConfigError, match="hole range"):
+        random_masks_in_range(1, 64, 64, MaskConfig(), gen(0), hole_range=(0.5, 0.2))
+    only_left = MaskConfig(irregular_proba=0, box_proba=0, outpainting_side_probs=(1.0, 0.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match="in 5 draws"):  # a band is at most 25 % of the side
+        random_masks_in_range(1, 64, 64, only_left, gen(0), hole_range=(0.5, 0.6), max_draws=5)
+
+
+# ----------------------------------------------------------------------------- scores inside the holes
+
+def hole_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gt, mask, pred): a 64x64 image, a 16x16 hole, and a prediction wrong everywhere by 0.1."""
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.2, 0.8, (64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:24, 30:46] = 1
+    return gt, mask, gt + np.float32(0.1)
+
+
+def test_paste_into_holes_keeps_known_pixels():
+    gt, mask, pred = hole_case()
+    pasted = paste_into_holes(pred, gt, mask)
+    assert np.array_equal(pasted[mask == 1], pred[mask == 1]) and np.array_equal(pasted[mask == 0], gt[mask == 0])
+    with pytest.raises(InputError, match="do not match"):
+        paste_into_holes(pred, gt, mask[:32])
+
+
+def test_hole_psnr_sees_only_the_holes():
+    gt, mask, pred = hole_case()
+    assert hole_psnr(pred, gt, mask, y_channel=False) == pytest.approx(20.0, abs=1e-3)  # error 0.1 -> 20 dB
+    assert hole_psnr(gt, gt, mask) == math.inf
+    outside_only = np.where(mask[..., None] == 1, gt, 1 - gt)
+    assert hole_psnr(outside_only, gt, mask) == math.inf
+    with pytest.raises(InputError, match="no hole"):
+        hole_psnr(pred, gt, np.zeros_like(mask))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stlpips_pytorch") is None,
+                    reason="stlpips-pytorch is not installed: no ST-LPIPS weights")
+def test_hole_stlpips_sees_only_the_holes():
+    lpips = STLPIPS.from_package("vgg")
+    gt, mask, pred = hole_case()
+    assert hole_stlpips(lpips, gt, gt, mask) == 0.0
+    assert hole_stlpips(lpips, np.where(mask[..., None] == 1, gt, 1 - gt), gt, mask) == 0.0
+    wrong = hole_stlpips(lpips, pred, gt, mask)
+    larger = np.zeros_like(mask)
+    larger[4:36, 20:52] = 1
+    assert 0 < wrong < hole_stlpips(lpips, pred, gt, larger)  # a mean over the image: grows with the hole area
 
 
 # ----------------------------------------------------------------------------- face

@@ -201,3 +201,23 @@ def test_corrupt_image_is_reported_with_its_name(tmp_path, run):
     assert code == 1 and "mean (n=1)" in out
     [line] = err.strip().splitlines()
     assert line.startswith(f"resshift eval: {tmp_path / 'p' / 'b.png'}: ") and line.count("b.png") == 1
+
+
+def test_pred_suffix_pairs_upscale_outputs_with_their_ground_truth(tmp_path, run):
+    save(tmp_path / "gt" / "photo.png", crop(1))
+    save(tmp_path / "pred" / "photo_out.png", crop(1) + OFFSET)
+    save(tmp_path / "pred" / "photo.png", crop(1))          # same key once the suffix is removed
+    code, _, err = run("--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--metrics", "psnr")
+    assert code == 1 and "photo_out.png: no ground truth" in err   # without the option: unmatched
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", metrics=["psnr"], y_channel=False,
+                              pred_suffix="_out")
+    [row] = report.rows
+    assert row.name == "photo" and row.pred.name == "photo_out.png"
+    assert row.values["psnr"] == pytest.approx(10 * math.log10(255**2 / OFFSET**2), abs=1e-4)
+    [problem] = report.problems
+    assert problem.file.name == "photo.png" and "--pred-suffix '_out'" in problem.reason
+    (tmp_path / "pred" / "photo.png").unlink()
+    code, out, err = run("--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--metrics", "psnr",
+                         "--rgb", "--pred-suffix", "_out", "--per-image")
+    assert code == 0 and err == "" and "photo " in out and "mean (n=1)" in out
+    assert f"{10 * math.log10(255**2 / OFFSET**2):.2f}" in out

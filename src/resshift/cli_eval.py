@@ -42,10 +42,14 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
                     "2 usage error (e.g. an empty folder).",
         epilog="examples:\n"
                "  resshift eval --pred results/ --gt Set5/HR --crop-border 4 --json scores.json\n"
+               "  resshift eval --pred upscaled/ --gt Set5/HR --pred-suffix _out --crop-border 4\n"
                "  resshift eval --pred results/ --metrics niqe --per-image",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pred", required=True, type=Path, help="folder of restored images")
     parser.add_argument("--gt", type=Path, help="folder of ground-truth images (same names as --pred)")
+    parser.add_argument("--pred-suffix", default="",
+                        help="removed from prediction names before pairing: with _out, "
+                             "pred/photo_out.png <-> gt/photo.png (as `resshift upscale` names outputs)")
     parser.add_argument("--metrics", type=_metric_list,
                         help=f"comma-separated, from {', '.join(METRICS)} (default: "
                              f"{','.join(FULL_REFERENCE)} with --gt, {','.join(NO_REFERENCE)} without)")
@@ -63,7 +67,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json is not None and args.json == args.csv:
         raise InputError("--json and --csv name the same file")
     report = evaluate_folders(args.pred, args.gt, metrics=args.metrics, crop_border=args.crop_border,
-                              y_channel=not args.rgb, device=args.device)
+                              y_channel=not args.rgb, device=args.device, pred_suffix=args.pred_suffix)
     for note in report.notes:
         print(f"resshift eval: note: {note}", file=sys.stderr)
     for problem in report.problems:

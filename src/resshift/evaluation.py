@@ -33,11 +33,12 @@ import torch
 from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_bytes
 from .imageio import read_image
-from .metrics import STLPIPS, niqe, psnr, ssim
+from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
+from .metrics.psnr_ssim import PEAK, to_255
 from .upscale import IMAGE_SUFFIXES, find_inputs
 
 __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Row", "evaluate_folders",
-           "list_images"]
+           "hole_psnr", "hole_stlpips", "list_images", "paste_into_holes"]
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
 NO_REFERENCE = ("niqe",)
@@ -159,6 +160,22 @@ def list_images(folder: str | Path, role: str) -> tuple[dict[str, Path], list[Pr
     return by_stem, problems
 
 
+def _strip_suffix(by_stem: dict[str, Path], suffix: str, problems: list[Problem]) -> dict[str, Path]:
+    """Re-key images by their stem without `suffix`; a file whose new key is taken becomes a Problem
+    (files that carry the suffix come first: they are the predictions the user named)."""
+    if not suffix:
+        return by_stem
+    stripped: dict[str, Path] = {}
+    for stem, path in sorted(by_stem.items(), key=lambda item: (not item[0].endswith(suffix), item[0])):
+        key = stem.removesuffix(suffix) or stem     # a file named just "_out.png" keeps its name
+        if key in stripped:
+            problems.append(Problem(path, f"pairs with the same name as {stripped[key].name} once "
+                                          f"--pred-suffix {suffix!r} is removed (skipped)"))
+        else:
+            stripped[key] = path
+    return stripped
+
+
 def _load_stlpips(metrics: Sequence[str], notes: list[str], device: torch.device) -> Optional[STLPIPS]:
     if "stlpips" not in metrics:
         return None
@@ -210,9 +227,11 @@ def _read(path: Path, problems: list[Problem]) -> Optional[np.ndarray]:
 
 def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Sequence[str] | None = None,
                      crop_border: int = 0, y_channel: bool = True,
-                     device: str | torch.device = "cpu") -> Report:
+                     device: str | torch.device = "cpu", pred_suffix: str = "") -> Report:
     """Score every image in `pred` (against the same-stem image in `gt` when given) -> Report.
 
+    `pred_suffix` is removed from the end of prediction stems before pairing and in the rows' names
+    (`photo_out.png` <-> `photo.png` with "_out", as `resshift upscale` names its outputs).
     `metrics` defaults to psnr, ssim, stlpips with `gt` and to niqe without. Usage errors (unknown
     metric, full-reference metric without `gt`, missing or empty folder) raise InputError; problems
     with single files are recorded in `Report.problems` and those files skipped.
@@ -230,6 +249,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
     report = Report(metrics, crop_border, y_channel)
     preds, problems = list_images(pred, "pred")
     report.problems += problems
+    preds = _strip_suffix(preds, pred_suffix, report.problems)
     gts: dict[str, Path] = {}
     if gt is not None:
         gts, problems = list_images(gt, "gt")
@@ -263,3 +283,40 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
             continue
         report.rows.append(Row(stem, pred_path, gt_path, values))
     return report
+
+
+# ------------------------------------------------------------------------------------ inpainting
+# Scores inside the holes: mask (H, W) with 1 = hole, as `resshift inpaint` reads white. Every method is
+# scored on the ground truth with its prediction pasted into the holes, so that what it does to the known
+# pixels never counts.
+
+def paste_into_holes(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W, 3) `pred` inside the holes and `gt` elsewhere; InputError when the shapes disagree."""
+    if pred.shape != gt.shape or mask.shape != gt.shape[:2]:
+        raise InputError(f"prediction {pred.shape}, ground truth {gt.shape} and mask {mask.shape} do not match")
+    return np.where(mask[..., None] > 0.5, pred, gt)
+
+
+def hole_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, y_channel: bool = True) -> float:
+    """PSNR (dB) over the hole pixels only: 10 log10(255² / their MSE), on BT.601 Y or RGB; inf if equal."""
+    holes = mask > 0.5
+    if not holes.any():
+        raise InputError("the mask has no hole: nothing to score")
+    x, y = (rgb_to_y(a) if y_channel else to_255(a) for a in (paste_into_holes(pred, gt, mask), gt))
+    mse = float(np.mean((x[holes] - y[holes]) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(PEAK**2 / mse)
+
+
+def hole_stlpips(lpips: STLPIPS, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
+                 device: str | torch.device = "cpu") -> float:
+    """ST-LPIPS between `gt` and `gt` with `pred` pasted into the holes.
+
+    Only the holes differ, so only they count, seen with their surroundings as the network sees them;
+    the distance is a mean over the whole image, so it grows with the hole area: compare methods on the
+    same masks.
+    """
+    device = torch.device(device)
+    pair = (paste_into_holes(pred, gt, mask), gt)
+    a, b = (_to_batch(x.astype(np.float32, copy=False), device) for x in pair)  # the network's dtype
+    with torch.no_grad():
+        return float(lpips(a, b)[0])

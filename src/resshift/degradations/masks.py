@@ -13,6 +13,8 @@ Each mask is drawn by ONE generator, picked with the normalised kind probabiliti
 
 Notation: mask value 1 = hole (to be filled), 0 = known pixel; ``x`` column, ``y`` row.
 Randomness comes only from the ``torch.Generator`` passed in; masks are created on its device.
+:func:`random_masks_in_range` redraws each mask until its hole fraction lies in a range, as the fixed
+evaluation masks (10-40 % holes) are drawn.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import torch
 from torch import Tensor
 
 from resshift.degradations.realesrgan import config_from_dict
-from resshift.errors import ConfigError
+from resshift.errors import ConfigError, InputError
 
 MASK_KINDS = ("irregular", "box", "outpainting")
 SIDES = ("left", "top", "right", "bottom")
+# Hole fractions of the fixed evaluation masks (`resshift degrade --preset inpaint`, benchmarks/bench_inpaint.py):
+# large enough to need generation, small enough to leave context around every hole.
+EVAL_HOLE_RANGE = (0.10, 0.40)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,11 @@ class MaskConfig:
         if len(side) != 4 or any(not 0.0 <= p <= 1.0 for p in side) or sum(side) <= 0:
             raise ConfigError(f"outpainting_side_probs must be 4 probabilities (left, top, right, bottom), "
                               f"not all 0, got {tuple(side)}.")
+
+    @property
+    def min_side(self) -> int:
+        """The smallest image side these masks fit: a box needs its margins on both sides."""
+        return 2 * self.box_margin + self.box_min_size + 1 if self.box_proba > 0 else 1
 
     def kind_probs(self) -> tuple[float, float, float]:
         """Unnormalised probabilities of :data:`MASK_KINDS`."""
@@ -201,3 +211,30 @@ def random_masks(n: int, height: int, width: int, config: MaskConfig, generator:
     """(n, 1, H, W) float32 masks in {0, 1} (1 = hole), each of one kind drawn with ``config``'s probabilities;
     on the generator's device and reproducible from its state."""
     return random_masks_with_kinds(n, height, width, config, generator)[0]
+
+
+def random_masks_in_range(n: int, height: int, width: int, config: MaskConfig, generator: torch.Generator,
+                          hole_range: tuple[float, float] = EVAL_HOLE_RANGE, max_draws: int = 1000) -> Tensor:
+    """(n, 1, H, W) masks as :func:`random_masks`, each redrawn from ``generator`` until its hole fraction
+    lies in [low, high] (so the result is still a function of the generator's state).
+
+    InputError when the image is smaller than ``config.min_side``; ConfigError for a bad range or when
+    ``max_draws`` draws in a row miss it (the range does not suit the config at this size).
+    """
+    low, high = hole_range
+    if not 0.0 <= low <= high <= 1.0:
+        raise ConfigError(f"hole range must satisfy 0 <= min <= max <= 1, got {low}, {high}.")
+    if min(height, width) < config.min_side:
+        raise InputError(f"a {width}x{height} image is smaller than the {config.min_side}x{config.min_side} "
+                         f"pixels the masks need (box size and margins).")
+    masks = []
+    for _ in range(n):
+        for _ in range(max_draws):
+            mask = random_masks(1, height, width, config, generator)  # (1, 1, H, W)
+            if low <= mask.mean().item() <= high:
+                break
+        else:
+            raise ConfigError(f"no {width}x{height} mask with a hole fraction in [{low}, {high}] in {max_draws} "
+                              f"draws; widen the range or change the mask config.")
+        masks.append(mask)
+    return torch.cat(masks) if masks else torch.zeros(0, 1, height, width, device=generator.device)

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
+from .cli_benchmark import add_benchmark
 from .cli_eval import add_eval
+from .cli_serve import add_serve
 from .cli_tasks import add_inpaint, add_restore_face
 from .cli_upscale import add_upscale
 from .degradations.cli import add_degrade
 from .errors import ResShiftError
-from .models import DTYPES
+from .models import BUNDLED, DEFAULT_MODELS, DTYPES
 from .presets import PRESETS
 from .training.cli import add_train
 
@@ -62,6 +64,24 @@ def _add_presets(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_presets)
 
 
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the models bundled with resshift (no download needed)")
+    parser.set_defaults(run=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    if not BUNDLED:
+        print("no bundled models in this version yet; use a model folder or official checkpoints "
+              "(`resshift presets`)")
+    defaults = set(DEFAULT_MODELS.values())
+    for model in BUNDLED.values():
+        state = "default" if model.name in defaults else ""
+        if not model.installed:
+            state = "MISSING"
+        print(f"{model.name:12} {model.task:8} {state:8} {model.description}")
+    return 0
+
+
 def _run_presets(args: argparse.Namespace) -> int:
     for preset in PRESETS.values():
         files = f"{preset.unet_file or '(no official weights)'} + {preset.autoencoder_file}"
@@ -69,9 +89,9 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert, _add_presets, add_upscale,
-                                                                     add_inpaint, add_restore_face,
-                                                                     add_degrade, add_train, add_eval)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_upscale, add_inpaint, add_restore_face, add_benchmark, add_eval, add_serve, add_train, add_degrade,
+    _add_convert, _add_models, _add_presets)
 
 
 def build_parser() -> argparse.ArgumentParser:

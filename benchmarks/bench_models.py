@@ -1,0 +1,154 @@
+"""Quality and speed of the bundled models beside bicubic, Lanczos and the ncnn peers, for docs/results.md.
+
+Runs (each through `resshift.benchmark.run_benchmark`, so the numbers are those `resshift benchmark` prints):
+
+* `bicubic-x4` on Set5 and Set14, LR made by MATLAB bicubic: PSNR/SSIM (Y, 4-pixel border), ST-LPIPS;
+* `realsr-x4` on Val_SR (its given `lq/` inputs against `gt/`, not degraded again): ST-LPIPS, PSNR, SSIM;
+* `realsr-x4` on RealSet65 (real photos, no reference): NIQE;
+* speed of `realsr-x4` and the peers on one 256x256 input (-> 1024x1024): median of `--repeat` calls after
+  a warm-up, with `--threads` CPU threads (default: all cores).
+
+The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed. Writes
+`benchmarks/results/bench_models.json`, each run's folder (outputs, benchmark.json/.csv, grid.png) under
+`--out`, and prints a markdown block ready for docs/results.md.
+
+    python benchmarks/bench_models.py --bicubic-model models/bicubic-x4 --realsr-model models/realsr-x4
+        [--limit N] [--steps N] [--device auto] [--dtype auto] [--threads N] [--out bench-models]
+
+`--limit 2` with tiny random models checks in minutes that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_core import RESULTS, machine, median_seconds  # noqa: E402  (helpers shared by the benchmarks)
+
+from resshift.benchmark import (BenchmarkOptions, BenchmarkResult, format_metric, model_method,  # noqa: E402
+                                peer_methods, run_benchmark)
+from resshift.data import center_crop  # noqa: E402
+from resshift.errors import ConfigError  # noqa: E402
+from resshift.fileio import atomic_write_bytes  # noqa: E402
+from resshift.evaluation import LABELS  # noqa: E402
+from resshift.imageio import read_image  # noqa: E402
+from resshift.models import load_model, resolve_device, resolve_dtype  # noqa: E402
+from resshift.peers import find_peers  # noqa: E402
+from resshift.upscale import UpscaleOptions, resize  # noqa: E402
+
+DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+SET5, SET14 = DATA / "benchmarks" / "Set5", DATA / "benchmarks" / "Set14"
+VAL_SR, REALSET65 = DATA / "resshift_testdata" / "Val_SR", DATA / "resshift_testdata" / "RealSet65"
+SPEED_IMAGE = SET14 / "img_001.png"
+
+
+def peers_available() -> bool:
+    try:
+        find_peers()
+    except ConfigError as err:
+        print(f"note: peers left out ({err})", file=sys.stderr)
+        return False
+    return True
+
+
+def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str, BenchmarkResult]:
+    """Each (run name, model, set, options) through run_benchmark; outputs under args.out/<run name>."""
+    base = dict(limit=args.limit, peers=peers, threads=args.threads, overwrite=True,
+                metrics_device=str(args.device))
+    runs = [("bicubic-x4 Set5", "bicubic", SET5, BenchmarkOptions(degradation="bicubic", **base)),
+            ("bicubic-x4 Set14", "bicubic", SET14, BenchmarkOptions(degradation="bicubic", **base)),
+            ("realsr-x4 Val_SR", "realsr", VAL_SR / "gt", BenchmarkOptions(lq=VAL_SR / "lq", **base)),
+            ("realsr-x4 RealSet65", "realsr", REALSET65, BenchmarkOptions(no_reference=True, **base))]
+    upscale_options = UpscaleOptions(steps=args.steps, seed=args.seed)
+    results = {}
+    for name, model, folder, options in runs:
+        print(f"== {name}", file=sys.stderr)
+        out = args.out / name.replace(" ", "_")
+        results[name] = run_benchmark(pipes[model], folder, out, options, model_name=f"{model}-x4",
+                                      upscale_options=upscale_options)
+        print(results[name].table(), file=sys.stderr)
+    return results
+
+
+def speed_run(args: argparse.Namespace, pipe, peers: bool) -> dict[str, float]:
+    """Median seconds of one size x size -> 4x input per method (model on args.device, peers on the CPU)."""
+    pixels = read_image(SPEED_IMAGE).pixels
+    square = center_crop(pixels, min(pixels.shape[:2]), 1)
+    lr = resize(square, (args.speed_size, args.speed_size))   # a real photo at the size, not noise
+    methods = [model_method(pipe, "realsr-x4", UpscaleOptions(steps=args.steps, seed=args.seed))]
+    if peers:
+        methods += peer_methods(4, args.threads, [])
+    return {m.name: median_seconds(lambda m=m: m.upscale(lr), args.device, args.repeat) for m in methods}
+
+
+def markdown(results: dict[str, BenchmarkResult], speed: dict[str, float], size: int) -> str:
+    """One table per run (method, images, metrics, s/image) and the speed table."""
+    blocks = []
+    for name, result in results.items():
+        metrics = result.metrics
+        lines = [f"**{name}** ({result.inputs}, x{result.scale})", "",
+                 "| method | images | " + " | ".join(LABELS[m] for m in metrics) + " | s/image |",
+                 "|---|---:|" + "---:|" * (len(metrics) + 1)]
+        for row in result.methods:
+            means = row.report.means
+            cells = [format_metric(m, means[m]) for m in metrics]
+            lines.append(f"| {row.name} | {row.report.count} | " + " | ".join(cells)
+                         + f" | {row.seconds_per_image:.3g} |")
+        blocks.append("\n".join(lines))
+    speed_lines = [f"**speed** ({size}x{size} -> {4 * size}x{4 * size}, median seconds)", "",
+                   "| method | seconds |", "|---|---:|", *(f"| {k} | {v:.3g} |" for k, v in speed.items())]
+    return "\n\n".join(blocks + ["\n".join(speed_lines)])
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bicubic-model", default="bicubic-x4", help="folder or bundled name (default bicubic-x4)")
+    parser.add_argument("--realsr-model", default="realsr-x4", help="folder or bundled name (default realsr-x4)")
+    parser.add_argument("--out", type=Path, default=Path("bench-models"), help="folder for each run's outputs")
+    parser.add_argument("--limit", type=int, help="only the first N images of each set")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the models')")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--speed-size", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS / "bench_models.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, args.device)
+    pipes = {name: load_model(spec, device=args.device, dtype=dtype)
+             for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))}
+    peers = peers_available()
+    results = quality_runs(args, pipes, peers)
+    speed = speed_run(args, pipes["realsr"], peers)
+    payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),
+               "models": {"bicubic-x4": args.bicubic_model, "realsr-x4": args.realsr_model},
+               "steps": args.steps, "seed": args.seed, "limit": args.limit, "peers": peers,
+               "runs": {name: {"set": str(r.set_folder), "inputs": r.inputs,
+                               "methods": {m.name: {"images": m.report.count, "seconds_per_image": m.seconds_per_image,
+                                                    **{k: _json_number(v) for k, v in m.report.means.items()}}
+                                           for m in r.methods},
+                               "skipped": [str(p) for p in r.problems]} for name, r in results.items()},
+               "speed": {"input": f"{args.speed_size}x{args.speed_size}", "threads": args.threads,
+                         "median_seconds": speed}}
+    args.results.parent.mkdir(exist_ok=True)
+    atomic_write_bytes(args.results, (json.dumps(payload, indent=2) + "\n").encode())
+    print(markdown(results, speed, args.speed_size))
+    print(f"\nwrote {args.results} and the grids under {args.out}/*/grid.png", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

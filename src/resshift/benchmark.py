@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import shutil
 import time
@@ -37,7 +36,7 @@ from .data import KEY_DEGRADE, center_crop, degrade_batch, keyed_generator
 from .degradations import imresize
 from .errors import InputError
 from .evaluation import DIGITS, LABELS, Problem, Report, evaluate_folders, list_images
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, atomic_write_json
 from .imageio import Image, from_tensor, read_image, to_tensor, write_image
 from .peers import PeerUpscaler, find_peers
 from .pipeline import ResShiftPipeline
@@ -147,7 +146,7 @@ class BenchmarkResult:
                 "notes": list(self.notes)}
 
     def write_json(self, path: str | Path) -> None:
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        atomic_write_json(path, self.to_dict())
 
     def write_csv(self, path: str | Path) -> None:
         """One row per method: name, images scored, the metrics' means, seconds per image."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, InputError, ResShiftError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, atomic_write_json
 from .imageio import read_image
 from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
@@ -104,7 +103,7 @@ class Report:
                 "notes": list(self.notes)}
 
     def write_json(self, path: str | Path) -> None:
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        atomic_write_json(path, self.to_dict())
 
     def write_csv(self, path: str | Path) -> None:
         """One row per scored image: image, pred, gt, then one column per metric (no mean row)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -33,6 +34,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda fp: fp.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, data: object) -> None:
+    """`data` as indented JSON with a final newline, written atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -30,7 +30,7 @@ from . import diffusion
 from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read_official,
                           read_safetensors, write_safetensors)
 from .errors import CheckpointError, ConfigError, InputError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_json
 from .nets.swin_unet import SwinUNet
 from .nets.autoencoders import build_autoencoder
 from .presets import ModelConfig, get_preset
@@ -163,7 +163,7 @@ class ResShiftPipeline:
         folder.mkdir(parents=True, exist_ok=True)
         write_safetensors(self.networks(), folder / WEIGHTS_NAME, dtype)
         payload = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
-        atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
+        atomic_write_json(folder / CONFIG_NAME, payload)
 
     def networks(self) -> torch.nn.ModuleDict:
         """Both networks under one state_dict, the layout of model.safetensors."""

@@ -29,7 +29,6 @@ Prints a table and writes OUT/bench_inpaint.json (means and per-image values) an
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from resshift.degradations.cli import contact_sheet
 from resshift.degradations.masks import EVAL_HOLE_RANGE, MaskConfig, random_masks_in_range
 from resshift.errors import ResShiftError
 from resshift.evaluation import hole_psnr, hole_stlpips
-from resshift.fileio import atomic_write_bytes
+from resshift.fileio import atomic_write_json
 from resshift.imageio import Image, read_image
 from resshift.metrics import STLPIPS
 from resshift.models import DEFAULT_MODELS, load_model, resolve_device, resolve_dtype
@@ -150,7 +149,7 @@ def main() -> None:
               "model": str(spec), "gt": str(args.gt), "seed": args.seed, "steps": len(pipe.schedule(args.steps)),
               "hole_range": list(EVAL_HOLE_RANGE), "count": len(items), "mean": means, "ours_better_stlpips": ours_better,
               "images": rows}
-    atomic_write_bytes(args.out / "bench_inpaint.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_json(args.out / "bench_inpaint.json", report)
     grid = [(f"{item['name']}  holes {item['mask'].mean():.0%}  (masked input | Telea | ours | ground truth)",
              [item["masked"], predictions["telea"][i], predictions["ours"][i], item["gt"]])
             for i, item in enumerate(items[: args.grid])]

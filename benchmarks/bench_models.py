@@ -21,7 +21,6 @@ The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ from resshift.benchmark import (BenchmarkOptions, BenchmarkResult, format_metric
                                 peer_methods, run_benchmark)
 from resshift.data import center_crop  # noqa: E402
 from resshift.errors import ConfigError  # noqa: E402
-from resshift.fileio import atomic_write_bytes  # noqa: E402
+from resshift.fileio import atomic_write_json  # noqa: E402
 from resshift.evaluation import LABELS  # noqa: E402
 from resshift.imageio import read_image  # noqa: E402
 from resshift.models import load_model, resolve_device, resolve_dtype  # noqa: E402
@@ -145,7 +144,7 @@ def main() -> None:
                "speed": {"input": f"{args.speed_size}x{args.speed_size}", "threads": args.threads,
                          "median_seconds": speed}}
     args.results.parent.mkdir(exist_ok=True)
-    atomic_write_bytes(args.results, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_json(args.results, payload)
     print(markdown(results, speed, args.speed_size))
     print(f"\nwrote {args.results} and the grids under {args.out}/*/grid.png", file=sys.stderr)
 

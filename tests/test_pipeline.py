@@ -162,3 +162,30 @@ def test_pixel_unshuffle_latent_is_lossless_and_round_trips(tmp_path):
     assert loaded.config == config
     x = torch.rand(1, 3, 16, 16, generator=seeded(9))
     assert torch.equal(pipe(x, generator=seeded()), loaded(x, generator=seeded()))
+
+
+def test_residual_prediction_starts_from_the_upsampled_input(tmp_path):
+    """With predict_residual the network outputs x0 - z_y: a network that outputs zeros makes every x0
+    prediction z_y, and the sampler's last posterior mean (eta_0 = 0) is x0 itself, so the result is
+    exactly the official bicubic upsampling of the input, whatever the noise."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from resshift.nets.unshuffle import UnshuffleConfig
+
+    unet = SwinUNetConfig(in_channels=48, out_channels=48, model_channels=32, channel_mult=(1, 2),
+                          num_res_blocks=(1, 1), attention_resolutions=(64, 32), swin_embed_dim=32,
+                          num_head_channels=16, lq_size=64)
+    config = ModelConfig(task="sr", scale=4, schedule=ScheduleConfig(), unet=unet,
+                         autoencoder=UnshuffleConfig(factor=4), predict_residual=True)
+    pipe = ResShiftPipeline.from_config(config)
+    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
+    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
+    x = torch.rand(1, 3, 16, 16, generator=seeded(11))
+    expected = ((F.interpolate(x * 2 - 1, scale_factor=4, mode="bicubic") + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(pipe(x, generator=seeded(1)), expected, rtol=0, atol=1e-6)
+    plain = ResShiftPipeline(pipe.unet, pipe.autoencoder, dataclasses.replace(config, predict_residual=False))
+    assert (plain(x, generator=seeded(1)) - expected).abs().mean() > 0.1     # x0 = 0: grey, not the input
+    pipe.save_pretrained(tmp_path / "residual")
+    assert ResShiftPipeline.from_pretrained(tmp_path / "residual").config.predict_residual

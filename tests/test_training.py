@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -177,6 +178,21 @@ def test_learning_rate_schedule():
 
 
 # --------------------------------------------------------------------------- the loss and the loop
+
+def test_residual_prediction_loss_of_a_silent_network_is_the_lq_latent_error(hr_folder):
+    """predict_residual: x0 = output + z_y, so a network that outputs zeros scores mean((z_y - z0)^2)."""
+    pipe = ResShiftPipeline.from_config(dataclasses.replace(TINY_MODEL, predict_residual=True))
+    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
+    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
+    hq = torch.stack([HRFolderDataset([hr_folder], 32, seed=0)[i]["hq"] for i in range(2)])
+    lq = degrade_batch(hq, "bicubic", 4, keyed_generator(0))
+    batch = {"hq": hq, "lq": lq, "sample": torch.arange(2)}
+    _, mse, _ = training_loss(pipe.unet, pipe, batch, etas=pipe.schedule().etas.float(), seed=0,
+                              perceptual=None, weight=0.0)
+    upsampled = torch.nn.functional.interpolate(lq * 2 - 1, scale_factor=4, mode="bicubic")
+    expected = (pipe.encode(upsampled) - pipe.encode(hq * 2 - 1)).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(mse, expected)
+
 
 def test_a_few_steps_overfit_a_fixed_batch(hr_folder):
     torch.manual_seed(0)

@@ -253,14 +253,19 @@ class ResShiftPipeline:
                 extra = {"mask": mask_tile[0].to(model_dtype)} if mask_tile else {}
                 return self.unet(x_tile.to(model_dtype), t, lq=lq_tile.to(model_dtype), **extra).float()
 
-            return tiled_map(one_tile, [(x_t, 1)] + [(c, cond_scale) for c in conditions],
-                             out_scale=1, **grid)
+            output = tiled_map(one_tile, [(x_t, 1)] + [(c, cond_scale) for c in conditions],
+                               out_scale=1, **grid)
+            return self.x0_from_output(output, z_y)
 
         if noise is not None and noise.shape != z_y.shape:
             raise InputError(f"noise: shape {tuple(noise.shape)} differs from the latent's {tuple(z_y.shape)}")
         x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
                               noise=noise, callback=callback)
         return (tiled_map(self.decode, [(x0, 1)], out_scale=factor, **grid) + 1) / 2
+
+    def x0_from_output(self, output: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
+        """The x0 prediction from the network's output: itself, or plus z_y (`predict_residual`)."""
+        return output + z_y if self.config.predict_residual else output
 
     def _tile_grid(self, tile: Optional[int], overlap: Optional[int], cond_scale: int,
                    size: torch.Size) -> dict[str, int]:

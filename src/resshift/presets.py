@@ -27,6 +27,9 @@ class ModelConfig:
 
     scale:        output side / input side (4 for x4 SR, 1 for inpainting and faces).
     latent_scale: the official ``scale_factor`` multiplying encoded latents (1.0 everywhere).
+    predict_residual: the network predicts x0 - z_y (a global skip from the LQ latent, so an untrained
+                  network already returns the upsampled input) instead of the paper's x0 itself (Eq. 7);
+                  the chain and the sampler are unchanged. False for every official model.
     """
 
     task: Task
@@ -35,6 +38,7 @@ class ModelConfig:
     unet: SwinUNetConfig
     autoencoder: AutoencoderConfig
     latent_scale: float = 1.0
+    predict_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -164,7 +164,7 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
     cond = {"lq": lq * 2 - 1}
     if "mask" in batch:
         cond["mask"] = batch["mask"] * 2 - 1
-    pred = model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float()
+    pred = pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
     mse = (pred - z0).square().mean(dim=(1, 2, 3))
     lpips = torch.zeros_like(mse)
     if perceptual is not None:

@@ -18,7 +18,6 @@ Images whose LR input is under 8 pixels a side, or that cannot be read, are repo
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import shutil
@@ -36,7 +35,7 @@ from .data import KEY_DEGRADE, center_crop, degrade_batch, keyed_generator
 from .degradations import imresize
 from .errors import InputError
 from .evaluation import DIGITS, LABELS, Problem, Report, evaluate_folders, list_images
-from .fileio import atomic_write_bytes, atomic_write_json
+from .fileio import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .imageio import Image, from_tensor, read_image, to_tensor, write_image
 from .peers import PeerUpscaler, find_peers
 from .pipeline import ResShiftPipeline
@@ -150,13 +149,9 @@ class BenchmarkResult:
 
     def write_csv(self, path: str | Path) -> None:
         """One row per method: name, images scored, the metrics' means, seconds per image."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["method", "images", *self.metrics, "seconds_per_image"])
-        for r in self.methods:
-            writer.writerow([r.name, r.report.count, *(repr(r.report.means[m]) for m in self.metrics),
-                             repr(r.seconds_per_image)])
-        atomic_write_bytes(path, buffer.getvalue().encode())
+        atomic_write_csv(path, ["method", "images", *self.metrics, "seconds_per_image"],
+                         ([r.name, r.report.count, *(repr(r.report.means[m]) for m in self.metrics),
+                           repr(r.seconds_per_image)] for r in self.methods))
 
 
 def format_metric(metric: str, value: float) -> str:

@@ -18,8 +18,6 @@ is in `Report.infinite`); a metric whose every value is inf has mean inf. JSON w
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, InputError, ResShiftError
-from .fileio import atomic_write_bytes, atomic_write_json
+from .fileio import atomic_write_csv, atomic_write_json
 from .imageio import read_image
 from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
@@ -107,12 +105,9 @@ class Report:
 
     def write_csv(self, path: str | Path) -> None:
         """One row per scored image: image, pred, gt, then one column per metric (no mean row)."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "pred", "gt", *self.metrics])
-        for r in self.rows:
-            writer.writerow([r.name, r.pred, r.gt or "", *(repr(r.values[m]) for m in self.metrics)])
-        atomic_write_bytes(path, buffer.getvalue().encode())
+        atomic_write_csv(path, ["image", "pred", "gt", *self.metrics],
+                         ([r.name, r.pred, r.gt or "", *(repr(r.values[m]) for m in self.metrics)]
+                          for r in self.rows))
 
     def table(self, per_image: bool = False) -> str:
         """A text table: optional per-image rows, then the mean row with the image count."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +41,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, data: object) -> None:
     """`data` as indented JSON with a final newline, written atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def atomic_write_csv(path: str | os.PathLike, header: Sequence[object], rows: Iterable[Sequence[object]]) -> None:
+    """A header row and the rows as CSV ("\n" line ends), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def _fsync_folder(folder: Path) -> None:

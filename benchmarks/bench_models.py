@@ -5,7 +5,7 @@ Runs (each through `resshift.benchmark.run_benchmark`, so the numbers are those 
 * `bicubic-x4` on Set5 and Set14, LR made by MATLAB bicubic: PSNR/SSIM (Y, 4-pixel border), ST-LPIPS;
 * `realsr-x4` on Val_SR (its given `lq/` inputs against `gt/`, not degraded again): ST-LPIPS, PSNR, SSIM;
 * `realsr-x4` on RealSet65 (real photos, no reference): NIQE;
-* speed of `realsr-x4` and the peers on one 256x256 input (-> 1024x1024): median of `--repeat` calls after
+* speed of each model and the peers on one 256x256 input (-> 1024x1024): median of `--repeat` calls after
   a warm-up, with `--threads` CPU threads (default: all cores).
 
 The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed. Writes
@@ -15,7 +15,8 @@ The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed
     python benchmarks/bench_models.py --bicubic-model models/bicubic-x4 --realsr-model models/realsr-x4
         [--limit N] [--steps N] [--device auto] [--dtype auto] [--threads N] [--out bench-models]
 
-`--limit 2` with tiny random models checks in minutes that everything runs.
+`--limit 2` with tiny random models checks in minutes that everything runs; `--realsr-model none` (or
+`--bicubic-model none`) leaves one model's runs out.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str
     upscale_options = UpscaleOptions(steps=args.steps, seed=args.seed)
     results = {}
     for name, model, folder, options in runs:
+        if model not in pipes:
+            continue
         print(f"== {name}", file=sys.stderr)
         out = args.out / name.replace(" ", "_")
         results[name] = run_benchmark(pipes[model], folder, out, options, model_name=f"{model}-x4",
@@ -76,12 +79,13 @@ def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str
     return results
 
 
-def speed_run(args: argparse.Namespace, pipe, peers: bool) -> dict[str, float]:
-    """Median seconds of one size x size -> 4x input per method (model on args.device, peers on the CPU)."""
+def speed_run(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str, float]:
+    """Median seconds of one size x size -> 4x input per method (models on args.device, peers on the CPU)."""
     pixels = read_image(SPEED_IMAGE).pixels
     square = center_crop(pixels, min(pixels.shape[:2]), 1)
     lr = resize(square, (args.speed_size, args.speed_size))   # a real photo at the size, not noise
-    methods = [model_method(pipe, "realsr-x4", UpscaleOptions(steps=args.steps, seed=args.seed))]
+    methods = [model_method(pipe, f"{name}-x4", UpscaleOptions(steps=args.steps, seed=args.seed))
+               for name, pipe in pipes.items()]
     if peers:
         methods += peer_methods(4, args.threads, [])
     return {m.name: median_seconds(lambda m=m: m.upscale(lr), args.device, args.repeat) for m in methods}
@@ -112,8 +116,10 @@ def _json_number(value: float) -> float | str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bicubic-model", default="bicubic-x4", help="folder or bundled name (default bicubic-x4)")
-    parser.add_argument("--realsr-model", default="realsr-x4", help="folder or bundled name (default realsr-x4)")
+    parser.add_argument("--bicubic-model", default="bicubic-x4",
+                        help="folder or bundled name (default bicubic-x4); 'none' leaves its runs out")
+    parser.add_argument("--realsr-model", default="realsr-x4",
+                        help="folder or bundled name (default realsr-x4); 'none' leaves its runs out")
     parser.add_argument("--out", type=Path, default=Path("bench-models"), help="folder for each run's outputs")
     parser.add_argument("--limit", type=int, help="only the first N images of each set")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the models')")
@@ -129,12 +135,16 @@ def main() -> None:
     args.device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, args.device)
     pipes = {name: load_model(spec, device=args.device, dtype=dtype)
-             for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))}
+             for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))
+             if spec.lower() != "none"}
+    if not pipes:
+        parser.error("both models are 'none': nothing to benchmark")
     peers = peers_available()
     results = quality_runs(args, pipes, peers)
-    speed = speed_run(args, pipes["realsr"], peers)
+    speed = speed_run(args, pipes, peers)
     payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),
-               "models": {"bicubic-x4": args.bicubic_model, "realsr-x4": args.realsr_model},
+               "models": {f"{name}-x4": spec for name, spec in (("bicubic", args.bicubic_model),
+                                                                  ("realsr", args.realsr_model)) if name in pipes},
                "steps": args.steps, "seed": args.seed, "limit": args.limit, "peers": peers,
                "runs": {name: {"set": str(r.set_folder), "inputs": r.inputs,
                                "methods": {m.name: {"images": m.report.count, "seconds_per_image": m.seconds_per_image,

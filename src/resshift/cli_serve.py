@@ -6,7 +6,7 @@ import argparse
 import socket
 import sys
 
-from .cli_upscale import positive_float, positive_int, non_negative_int
+from .cli_upscale import int_in_range, non_negative_int, positive_float, positive_int
 from .errors import ResShiftError
 from .models import DTYPES
 from .web.settings import ServeSettings
@@ -41,13 +41,6 @@ examples:
 """
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
-    return value
-
-
 def add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve the models over HTTP: a web page and a JSON API",
@@ -55,7 +48,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)")
-    parser.add_argument("--port", type=_port, default=7860, help="port (default: 7860; 0: any free one)")
+    parser.add_argument("--port", type=int_in_range(0, 65535), default=7860, help="port (default: 7860; 0: any free one)")
     parser.add_argument("--model", action="append", dest="models", metavar="MODEL",
                         help="model folder or bundled model name; repeat to serve several "
                              "(default: every installed bundled model)")

@@ -194,13 +194,23 @@ function describeInput() {
   info.textContent = text;
 }
 
-function decodeImage(url) {
-  return new Promise((resolve, reject) => {
-    const img = new Image();
-    img.onload = () => resolve(img);
-    img.onerror = () => reject(new Error("decode"));
-    img.src = url;
-  });
+// Decodes a file or blob through an object URL: { img, url } (the caller owns the URL), or null after
+// showing `failure` when the browser cannot read it.
+async function decodeFile(file, failure) {
+  const url = URL.createObjectURL(file);
+  try {
+    const img = await new Promise((resolve, reject) => {
+      const image = new Image();
+      image.onload = () => resolve(image);
+      image.onerror = () => reject(new Error("decode"));
+      image.src = url;
+    });
+    return { img, url };
+  } catch (err) {
+    URL.revokeObjectURL(url);
+    showError(failure);
+    return null;
+  }
 }
 
 async function chooseFile(file) {
@@ -215,15 +225,10 @@ async function chooseFile(file) {
     showError(`${file.name} is ${formatBytes(file.size)}; this server accepts at most ${maxMb} MB.`);
     return;
   }
-  const url = URL.createObjectURL(file);
-  let img;
-  try {
-    img = await decodeImage(url);
-  } catch (err) {
-    URL.revokeObjectURL(url);
-    showError(`This browser cannot read ${file.name || "the image"}. Convert it to PNG or JPEG first.`);
-    return;
-  }
+  const decoded = await decodeFile(file, `This browser cannot read ${file.name || "the image"}. ` +
+                                         "Convert it to PNG or JPEG first.");
+  if (!decoded) return;
+  const { img, url } = decoded;
   const width = img.naturalWidth;
   const height = img.naturalHeight;
   const maxPixels = state.limits.max_pixels;
@@ -361,16 +366,10 @@ async function loadMaskFile(file) {
     showError("Choose the image first, then its mask.");
     return;
   }
-  const url = URL.createObjectURL(file);
-  let img;
-  try {
-    img = await decodeImage(url);
-  } catch (err) {
-    showError(`This browser cannot read the mask ${file.name}.`);
-    return;
-  } finally {
-    URL.revokeObjectURL(url);
-  }
+  const decoded = await decodeFile(file, `This browser cannot read the mask ${file.name}.`);
+  if (!decoded) return;
+  URL.revokeObjectURL(decoded.url);
+  const { img } = decoded;
   const { width, height } = state.input;
   if (img.naturalWidth !== width || img.naturalHeight !== height) {
     showError(`The mask is ${img.naturalWidth}×${img.naturalHeight} but the image is ${width}×${height}; ` +
@@ -556,15 +555,10 @@ async function run(event) {
 // ---------------------------------------------------------------- the result: compare, zoom, pan
 
 async function showResult(blob, filename, elapsed) {
-  const url = URL.createObjectURL(blob);
-  let img;
-  try {
-    img = await decodeImage(url);
-  } catch (err) {
-    URL.revokeObjectURL(url);
-    showError("The server answered with an image this browser cannot show; try the PNG format.");
-    return;
-  }
+  const decoded = await decodeFile(blob, "The server answered with an image this browser cannot show; " +
+                                         "try the PNG format.");
+  if (!decoded) return;
+  const { img, url } = decoded;
   if (state.result) URL.revokeObjectURL(state.result.url);
   state.result = { url, width: img.naturalWidth, height: img.naturalHeight };
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from official_reference import REFERENCE, UNET_SEED, apply_recipe, load_vectors, read_key_list
 from resshift.errors import ConfigError
-from resshift.nets.swin_unet import SwinUNet, SwinUNetConfig
+from resshift.nets.swin_unet import ChannelAffine, ResBlock, SwinUNet, SwinUNetConfig
 
 TOLERANCE = 1e-4
 
@@ -188,3 +189,41 @@ def test_config_from_official_model_params() -> None:
     assert SwinUNetConfig.from_official(params) == OFFICIAL_UNETS["realsr_x2"]
     with pytest.raises(ConfigError, match="dropout"):
         SwinUNetConfig.from_official(params | {"dropout": 0.1})
+
+
+def test_affine_conv_norm_resblock_in_closed_form() -> None:
+    """conv_norm='affine': h = conv1(silu(x*w1 + b1)); FiLM on h*w2 + b2; out = conv2(silu(.)) + x."""
+    torch.manual_seed(0)
+    block = ResBlock(8, 16, 8, scale_shift=True, norm="affine")
+    for module in block.modules():   # no zero weights, so every term shows in the output
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear, ChannelAffine)):
+            torch.nn.init.normal_(module.weight, std=0.3)
+            torch.nn.init.normal_(module.bias, std=0.3)
+    x, emb = torch.randn(2, 8, 6, 5), torch.randn(1, 16)
+    norm1, _, conv1 = block.in_layers
+    norm2, _, _, conv2 = block.out_layers
+    channel = lambda v: v[None, :, None, None]   # noqa: E731
+    h = F.conv2d(F.silu(x * channel(norm1.weight) + channel(norm1.bias)), conv1.weight, conv1.bias, padding=1)
+    scale, shift = block.emb_layers[1](F.silu(emb)).chunk(2, dim=1)
+    h = (h * channel(norm2.weight) + channel(norm2.bias)) * (1 + scale[..., None, None]) + shift[..., None, None]
+    expected = F.conv2d(F.silu(h), conv2.weight, conv2.bias, padding=1) + x
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, emb), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(block(x, emb.expand(2, -1)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_affine_conv_norm_keeps_the_parameter_layout() -> None:
+    """Only the statistics go: same keys and shapes as GroupNorm, different outputs, unknown kinds refused."""
+    group, affine = SwinUNet(SMALL), SwinUNet(dataclasses.replace(SMALL, conv_norm="affine"))
+    shapes = lambda net: {k: v.shape for k, v in net.state_dict().items()}   # noqa: E731
+    assert shapes(group) == shapes(affine)
+    affine.load_state_dict(group.state_dict())
+    for module in group.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.1)
+    affine.load_state_dict(group.state_dict())
+    x, lq = torch.randn(1, 3, 32, 32), torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert (group(x, torch.tensor([1]), lq=lq) - affine(x, torch.tensor([1]), lq=lq)).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="conv_norm"):
+        dataclasses.replace(SMALL, conv_norm="batch")

@@ -81,6 +81,10 @@ class SwinUNetConfig:
     lq_size: int = 64
     image_size: int = 64
     use_scale_shift_norm: bool = True
+    # Not an official key: "group" (official) normalises the residual blocks' features with GroupNorm;
+    # "affine" keeps only a learned per-channel scale and shift, which learns pixel-space regression
+    # (e.g. the compact models' pixel-unshuffle latent) much faster; the Swin stages keep their norms.
+    conv_norm: str = "group"
     conv_resample: bool = True
 
     def __post_init__(self) -> None:
@@ -106,6 +110,8 @@ class SwinUNetConfig:
             raise ConfigError("lq_size must be image_size times a power of two")
         if self.cond_mask and not self.cond_lq:
             raise ConfigError("cond_mask needs cond_lq")
+        if self.conv_norm not in CONV_NORMS:
+            raise ConfigError(f"conv_norm must be one of {', '.join(CONV_NORMS)}, got {self.conv_norm!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SwinUNetConfig:
@@ -176,17 +182,18 @@ class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, the timestep embedding as FiLM (or added), residual."""
 
     def __init__(
-        self, channels: int, emb_channels: int, out_channels: int, scale_shift: bool
+        self, channels: int, emb_channels: int, out_channels: int, scale_shift: bool,
+        norm: str = "group",
     ) -> None:
         super().__init__()
         self.scale_shift = scale_shift
         self.in_layers = nn.Sequential(
-            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+            conv_norm(norm, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
         emb_out = 2 * out_channels if scale_shift else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
         self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels),
+            conv_norm(norm, out_channels),
             nn.SiLU(),
             nn.Identity(),  # the official dropout slot (p = 0), kept for the parameter names
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
@@ -224,20 +231,40 @@ class ResBlock(nn.Module):
         return out
 
 
+class ChannelAffine(nn.Module):
+    """A learned per-channel scale and shift (GroupNorm's affine without its statistics)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias[:, None, None].to(x.dtype), x, self.weight[:, None, None].to(x.dtype))
+
+
+CONV_NORMS = {"group": GroupNorm32, "affine": ChannelAffine}
+
+
+def conv_norm(kind: str, channels: int) -> nn.Module:
+    """The normalisation of the residual blocks and the output head (`SwinUNetConfig.conv_norm`)."""
+    return CONV_NORMS[kind](channels)
+
+
 def _silu(x: torch.Tensor) -> torch.Tensor:
     """SiLU of a freshly computed tensor, in place unless autograd needs the input."""
     return F.silu(x, inplace=not x.requires_grad)
 
 
 def _norm_scale_shift(
-    norm: GroupNorm32, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+    norm: nn.Module, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
 ) -> torch.Tensor:
     """``norm(h) * (1 + scale) + shift`` with scale, shift (B or 1, C).
 
     When one scale/shift serves the whole batch it is folded into the GroupNorm affine (one
     pass over h instead of two).
     """
-    if scale.shape[0] != 1:
+    if scale.shape[0] != 1 or not isinstance(norm, GroupNorm32):
         return torch.addcmul(shift[:, :, None, None], norm(h), 1 + scale[:, :, None, None])
     factor = 1 + scale[0].float()  # (C,)
     weight = norm.weight.float() * factor
@@ -314,7 +341,7 @@ class SwinUNet(nn.Module):
             self.feature_extractor, extra = _lq_feature_extractor(c)
 
         def res_block(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, emb_dim, cout, c.use_scale_shift_norm)
+            return ResBlock(cin, emb_dim, cout, c.use_scale_shift_norm, c.conv_norm)
 
         def swin(channels: int, resolution: int) -> SwinStage:
             return SwinStage(
@@ -366,7 +393,7 @@ class SwinUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
 
         self.out = nn.Sequential(
-            GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, c.out_channels, 3, padding=1)
+            conv_norm(c.conv_norm, ch), nn.SiLU(), nn.Conv2d(ch, c.out_channels, 3, padding=1)
         )
 
     @property

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -459,3 +460,14 @@ def test_inpaint_and_face_presets_resolve(name, task, weight, batch):
     elif name != "tiny-inpaint-cpu":
         assert config.data.masks == type(config.data.masks)()          # the official ranges
         assert model.unet.model_channels == 160 and model.unet.cond_mask
+
+
+def test_ema_warmup_decay_in_closed_form() -> None:
+    from resshift.training.trainer import ema_decay_at
+    assert ema_decay_at(1, 0.999, True) == pytest.approx(2 / 11)
+    assert ema_decay_at(100, 0.999, True) == pytest.approx(101 / 110)
+    assert ema_decay_at(10_000, 0.999, True) == 0.999          # (10001 / 10010) > 0.999
+    assert ema_decay_at(1, 0.999, False) == 0.999
+    # What the warm-up is for: the share of the initial weights left after 1500 steps.
+    left = math.prod(ema_decay_at(s, 0.999, True) for s in range(1, 1501))
+    assert left < 1e-20 < 0.999 ** 1500

@@ -105,6 +105,7 @@ class OptimConfig:
     min_lr: float = 2e-5
     grad_clip: float = 0.0             # max gradient norm; 0 disables clipping
     ema_decay: float = 0.999
+    ema_warmup: bool = True            # decay min(ema_decay, (1+step)/(10+step)); false: the official constant decay
     batch_size: int = 64               # global: images per optimizer step over all processes
     grad_accum: int = 1                # micro-steps per optimizer step on each process
     amp: AmpDtype = "none"             # autocast dtype; fp16 also enables the GradScaler

@@ -173,6 +173,12 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
     return mse + weight * lpips, mse, lpips
 
 
+def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
+    """EMA decay after optimizer step `step` (1-based): with warm-up, min(decay, (1 + step) / (10 + step)),
+    so that the initial weights do not linger (0.999 alone keeps 22 % of them after 1500 steps)."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
@@ -355,7 +361,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
         step += 1
         steps_timed += 1
         if ddp.is_main:
-            ema_update(ema, unet, o.ema_decay)
+            ema_update(ema, unet, ema_decay_at(step, o.ema_decay, o.ema_warmup))
 
         row: dict[str, Any] = {}
         if cfg.run.log_interval and step % cfg.run.log_interval == 0:

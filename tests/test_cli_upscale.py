@@ -230,7 +230,16 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, tiny_model_dir, capsys, arg
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_no_model_says_how_to_get_one(tmp_path, upscale):
+def test_without_a_model_the_bundled_default_runs(tmp_path, upscale):
+    save_photos(tmp_path / "in", 1)
+    code, _, err = upscale("-i", tmp_path / "in", "-o", tmp_path / "out", model=False)
+    assert code == 0, err
+    (source,), (result,) = (tmp_path / "in").iterdir(), (tmp_path / "out").iterdir()
+    assert Image.open(result).size == tuple(4 * side for side in Image.open(source).size)
+
+
+def test_no_model_says_how_to_get_one(tmp_path, upscale, monkeypatch):
+    monkeypatch.setattr("resshift.models.DEFAULT_MODELS", {})   # a task with no bundled model yet
     save_photos(tmp_path / "in", 1)
     code, _, err = upscale("-i", tmp_path / "in", "-o", tmp_path / "out", model=False)
     assert code == 2 and "resshift convert" in err

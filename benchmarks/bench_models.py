@@ -134,17 +134,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, args.device)
-    pipes = {name: load_model(spec, device=args.device, dtype=dtype)
-             for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))
+    specs = {name: spec for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))
              if spec.lower() != "none"}
-    if not pipes:
+    if not specs:
         parser.error("both models are 'none': nothing to benchmark")
+    pipes = {name: load_model(spec, device=args.device, dtype=dtype) for name, spec in specs.items()}
     peers = peers_available()
     results = quality_runs(args, pipes, peers)
     speed = speed_run(args, pipes, peers)
     payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),
-               "models": {f"{name}-x4": spec for name, spec in (("bicubic", args.bicubic_model),
-                                                                  ("realsr", args.realsr_model)) if name in pipes},
+               "models": {f"{name}-x4": spec for name, spec in specs.items()},
                "steps": args.steps, "seed": args.seed, "limit": args.limit, "peers": peers,
                "runs": {name: {"set": str(r.set_folder), "inputs": r.inputs,
                                "methods": {m.name: {"images": m.report.count, "seconds_per_image": m.seconds_per_image,

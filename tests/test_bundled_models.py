@@ -16,13 +16,10 @@ from resshift.degradations.bicubic import imresize
 from resshift.imageio import read_image
 from resshift.metrics import psnr
 from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
+from resshift.training.logs import to_uint8
 
 SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks" / "Set5"
 MAX_BYTES = 25 * 2**20
-
-
-def _u8(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _set5_gain_over_bicubic(name: str) -> float:
@@ -38,7 +35,7 @@ def _set5_gain_over_bicubic(name: str) -> float:
         with torch.no_grad():
             ours = pipe.restore(lr, generator=torch.Generator().manual_seed(0))[0, :, : hr.shape[1], : hr.shape[2]]
         bicubic = imresize(lr, 4.0)[0]
-        gains.append(psnr(_u8(ours), _u8(hr), crop_border=4) - psnr(_u8(bicubic), _u8(hr), crop_border=4))
+        gains.append(psnr(to_uint8(ours), to_uint8(hr), crop_border=4) - psnr(to_uint8(bicubic), to_uint8(hr), crop_border=4))
     return float(np.mean(gains))
 
 

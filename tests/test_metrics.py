@@ -257,6 +257,8 @@ def test_stlpips_is_a_frozen_differentiable_loss() -> None:
     assert dist.shape == (2,) and torch.equal(dist, model(a, b))
     dist.sum().backward()
     assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    with torch.no_grad():  # the loss path (target features without a graph) = the metric path (one joint pass)
+        torch.testing.assert_close(model(a, b), dist.detach(), atol=1e-6, rtol=1e-5)
     model64 = model.to(torch.float64)
     dist64 = model64(a.detach().double(), b.double())
     assert dist64.dtype == torch.float64

@@ -221,12 +221,19 @@ def test_perceptual_term(hr_folder, tmp_path, monkeypatch):
                                                                            rel=1e-5)
     from resshift.metrics import stlpips
 
+    asked = []
+
     def missing(cls, net="vgg"):
+        asked.append(net)
         raise CheckpointError("ST-LPIPS weights need the stlpips-pytorch package")
 
     monkeypatch.setattr(stlpips.STLPIPS, "from_package", classmethod(missing))
     with pytest.raises(ConfigError, match="pip install stlpips-pytorch.*perceptual_weight=0"):
         train(config, tmp_path / "run2")
+    alex = tiny_config(hr_folder, "optim.perceptual_weight=1.0", "optim.perceptual_net=alex", "optim.total_steps=1")
+    with pytest.raises(ConfigError):
+        train(alex, tmp_path / "run3")
+    assert asked == ["vgg", "alex"]
 
 
 def test_vqgan_latent_space_needs_weights_or_an_explicit_opt_in(hr_folder, tmp_path, caplog):

@@ -208,12 +208,22 @@ class STLPIPS(nn.Module):
             shapes = f"{tuple(a.shape)} and {tuple(b.shape)}"
             raise InputError(f"expected two RGB batches (N, 3, H, W) of one shape, got {shapes}")
         n = a.shape[0]
-        x = self.scaling_layer(torch.cat([a, b]) * 2 - 1)  # (2N, 3, H, W), one backbone pass for both
+        if torch.is_grad_enabled() and a.requires_grad and not b.requires_grad:
+            # As a training loss: the target's features need no graph, which halves the backward pass.
+            with torch.no_grad():
+                target = self.features(b)
+            pairs = zip(self.features(a), target)
+        else:
+            both = self.features(torch.cat([a, b]))  # one backbone pass for both
+            pairs = ((feat[:n], feat[n:]) for feat in both)
         dist = a.new_zeros(n)
-        for k, feat in enumerate(self.net(x)):
-            diff = (normalize_channels(feat[:n]) - normalize_channels(feat[n:])).square()
-            dist = dist + getattr(self, f"lin{k}")(diff).mean(dim=(1, 2, 3))
+        for k, (fa, fb) in enumerate(pairs):
+            dist = dist + getattr(self, f"lin{k}")((fa - fb).square()).mean(dim=(1, 2, 3))
         return dist
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The channel-normalised feature maps of each stage for an RGB batch in [0, 1]."""
+        return [normalize_channels(feat) for feat in self.net(self.scaling_layer(x * 2 - 1))]
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -110,6 +110,7 @@ class OptimConfig:
     grad_accum: int = 1                # micro-steps per optimizer step on each process
     amp: AmpDtype = "none"             # autocast dtype; fp16 also enables the GradScaler
     perceptual_weight: float = 1.0     # journal ST-LPIPS term in pixel space; 0 disables
+    perceptual_net: Literal["vgg", "alex"] = "vgg"   # its backbone; AlexNet costs a fraction of VGG16 on a CPU
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:

@@ -115,12 +115,12 @@ def decode_for_loss(pipe: ResShiftPipeline, latent: torch.Tensor) -> torch.Tenso
     return image.float().clamp(-1, 1)
 
 
-def build_perceptual(weight: float, device: torch.device) -> Optional[torch.nn.Module]:
+def build_perceptual(weight: float, net: str, device: torch.device) -> Optional[torch.nn.Module]:
     if weight == 0:
         return None
     try:
         from resshift.metrics.stlpips import STLPIPS
-        return STLPIPS.from_package().to(device).eval()
+        return STLPIPS.from_package(net).to(device).eval()
     except (ImportError, CheckpointError) as exc:
         raise ConfigError(f"optim.perceptual_weight={weight} needs the ST-LPIPS weights ({exc}). Install them "
                           f"with `pip install stlpips-pytorch==0.0.2`, or set optim.perceptual_weight=0") from exc
@@ -284,7 +284,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
         if len(state.get("rng", [])) == ddp.world_size:
             set_rng_state(state["rng"][ddp.rank])
         del state
-    perceptual = build_perceptual(o.perceptual_weight, device)
+    perceptual = build_perceptual(o.perceptual_weight, o.perceptual_net, device)
     etas = pipe.schedule().etas.to(device, torch.float32)             # (T,)
 
     # ---- data: a keyed stream from `step` on; LR made on the device

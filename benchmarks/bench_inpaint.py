@@ -38,49 +38,21 @@ import cv2
 import numpy as np
 import torch
 
-from resshift.data import KEY_DEGRADE, keyed_generator, list_images
 from resshift.degradations.cli import contact_sheet
-from resshift.degradations.masks import EVAL_HOLE_RANGE, MaskConfig, random_masks_in_range
+from resshift.degradations.masks import EVAL_HOLE_RANGE
 from resshift.errors import ResShiftError
-from resshift.evaluation import hole_psnr, hole_stlpips
+from resshift.evaluation import hole_psnr, hole_stlpips, masked_eval_set, model_inpaint, telea_inpaint
 from resshift.fileio import atomic_write_json
-from resshift.imageio import Image, read_image
 from resshift.metrics import STLPIPS
 from resshift.models import DEFAULT_MODELS, load_model, resolve_device, resolve_dtype
-from resshift.pipeline import ResShiftPipeline
-from resshift.upscale import UpscaleOptions, upscale_image
+from resshift.upscale import UpscaleOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import RESULTS, machine  # noqa: E402  (helpers shared by the benchmarks)
 
 VAL_SR_GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "resshift_testdata" / "Val_SR" / "gt"
-TELEA_RADIUS = 3      # OpenCV's documented example radius
 METHODS = ("telea", "ours")
 LABELS = {"telea": "Telea (OpenCV)", "ours": "ours"}
-
-
-def masked_set(folder: Path, limit: int, seed: int) -> list[dict]:
-    """[{name, gt (H, W, 3) float32, mask (H, W) float32 1 = hole, masked (gt with black holes)}]."""
-    items = []
-    for index, path in enumerate(list_images([folder])[:limit]):
-        gt = read_image(path).pixels
-        height, width = gt.shape[:2]
-        generator = keyed_generator(seed, KEY_DEGRADE, index)
-        mask = random_masks_in_range(1, height, width, MaskConfig(), generator, EVAL_HOLE_RANGE)[0, 0].numpy()
-        items.append({"name": path.stem, "gt": gt, "mask": mask, "masked": gt * (1 - mask[..., None])})
-    return items
-
-
-def telea(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    pixels = np.round(masked * 255).astype(np.uint8)
-    holes = (mask > 0.5).astype(np.uint8) * 255
-    return cv2.inpaint(pixels, holes, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / 255
-
-
-def ours(pipe: ResShiftPipeline, options: UpscaleOptions, masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    fill = torch.from_numpy(mask)[None, None]                                      # (1, 1, H, W)
-    pixels = upscale_image(pipe, Image(pixels=masked), options, mask=fill).pixels
-    return np.round(np.clip(pixels, 0, 1) * 255).astype(np.float32) / 255     # as a written 8-bit file
 
 
 def timed(method, items: list[dict]) -> tuple[list[np.ndarray], list[float]]:
@@ -118,11 +90,11 @@ def main() -> None:
     spec = args.model or DEFAULT_MODELS["inpaint"]  # load_model found it, or raised
     if pipe.config.task != "inpaint":
         raise SystemExit(f"--model {spec}: a {pipe.config.task!r} model; the benchmark needs an inpainting one")
-    items = masked_set(args.gt, args.limit, args.seed)
+    items = masked_eval_set(args.gt, args.limit, args.seed)
     if not items:
         raise SystemExit(f"--gt {args.gt}: no images found")
     options = UpscaleOptions(steps=args.steps, seed=args.seed)
-    run = {"telea": telea, "ours": lambda masked, mask: ours(pipe, options, masked, mask)}
+    run = {"telea": telea_inpaint, "ours": lambda masked, mask: model_inpaint(pipe, options, masked, mask)}
     lpips = STLPIPS.from_package("vgg").to(device)
 
     rows = [{"name": item["name"], "hole_ratio": float(item["mask"].mean())} for item in items]

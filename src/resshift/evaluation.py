@@ -24,18 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 
+from .data import KEY_DEGRADE, keyed_generator
+from .data import list_images as list_image_files
+from .degradations.masks import EVAL_HOLE_RANGE, MaskConfig, random_masks_in_range
 from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_csv, atomic_write_json
-from .imageio import read_image
+from .imageio import Image, read_image
 from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
-from .upscale import IMAGE_SUFFIXES, find_inputs
+from .pipeline import ResShiftPipeline
+from .upscale import IMAGE_SUFFIXES, UpscaleOptions, find_inputs, upscale_image
 
 __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Row", "evaluate_folders",
-           "hole_psnr", "hole_stlpips", "list_images", "paste_into_holes"]
+           "hole_psnr", "hole_stlpips", "list_images", "masked_eval_set", "model_inpaint", "paste_into_holes",
+           "telea_inpaint"]
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
 NO_REFERENCE = ("niqe",)
@@ -314,3 +320,40 @@ def hole_stlpips(lpips: STLPIPS, pred: np.ndarray, gt: np.ndarray, mask: np.ndar
     a, b = (_to_batch(x.astype(np.float32, copy=False), device) for x in pair)  # the network's dtype
     with torch.no_grad():
         return float(lpips(a, b)[0])
+
+
+TELEA_RADIUS = 3      # OpenCV's documented example radius
+
+
+def masked_eval_set(folder: str | Path, limit: int, seed: int) -> list[dict]:
+    """The fixed inpainting set: the first `limit` images of `folder` (sorted), image i with one LaMa mixed
+    mask (official parameters, redrawn until holes cover EVAL_HOLE_RANGE) from the generator keyed
+    (seed, KEY_DEGRADE, i), the masks `resshift degrade --preset inpaint --seed S` writes.
+    Returns [{name, gt (H, W, 3) float32, mask (H, W) float32 1 = hole, masked (gt with black holes)}]."""
+    items = []
+    for index, path in enumerate(list_image_files([folder])[:limit]):
+        gt = read_image(path).pixels
+        height, width = gt.shape[:2]
+        generator = keyed_generator(seed, KEY_DEGRADE, index)
+        mask = random_masks_in_range(1, height, width, MaskConfig(), generator, EVAL_HOLE_RANGE)[0, 0].numpy()
+        items.append({"name": path.stem, "gt": gt, "mask": mask, "masked": gt * (1 - mask[..., None])})
+    return items
+
+
+def _as_8bit(pixels: np.ndarray) -> np.ndarray:
+    """Rounded to 8 bits, as a written file, back in [0, 1] float32."""
+    return np.round(np.clip(pixels, 0, 1) * 255).astype(np.float32) / 255
+
+
+def telea_inpaint(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """OpenCV's cv2.inpaint (Telea's fast marching method) on 8-bit pixels: the classical baseline."""
+    pixels = np.round(masked * 255).astype(np.uint8)
+    holes = (mask > 0.5).astype(np.uint8) * 255
+    return cv2.inpaint(pixels, holes, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / 255
+
+
+def model_inpaint(pipe: ResShiftPipeline, options: UpscaleOptions, masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An inpainting pipeline on one image, as `resshift inpaint` runs it (UpscaleOptions: noise seed, known
+    pixels pasted back), rounded to 8 bits."""
+    fill = torch.from_numpy(mask)[None, None]                                      # (1, 1, H, W)
+    return _as_8bit(upscale_image(pipe, Image(pixels=masked), options, mask=fill).pixels)

@@ -29,8 +29,9 @@ from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig
 from resshift.schedule import ScheduleConfig
 from resshift.training import checkpoint as ckpt
-from resshift.training.config import TrainConfig, apply_overrides, load_config, preset_names
-from resshift.training.trainer import build_pipeline, lr_factor, train, training_loss
+from resshift.models import BUNDLED
+from resshift.training.config import ModelSpec, TrainConfig, apply_overrides, load_config, preset_names
+from resshift.training.trainer import build_pipeline, lr_factor, model_config_of, train, training_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -261,6 +262,18 @@ def test_autoencoder_weights_from_a_model_folder(hr_folder, tmp_path):
     pipe = build_pipeline(spec.model, seed=0)
     for name, value in donor.autoencoder.state_dict().items():
         assert torch.equal(pipe.autoencoder.state_dict()[name], value), name
+
+
+def test_pretrained_takes_a_bundled_model_name():
+    """model.pretrained=bicubic-x4 fine-tunes the bundled weights (how realsr-x4 is trained)."""
+    pipe = build_pipeline(ModelSpec(pretrained="bicubic-x4"), seed=0)
+    bundled = ResShiftPipeline.from_pretrained(BUNDLED["bicubic-x4"].path)
+    assert model_config_of(ModelSpec(pretrained="bicubic-x4")) == bundled.config == pipe.config
+    assert pipe.dtype == torch.float32     # fp16 storage, fp32 training
+    for name, value in bundled.unet.state_dict().items():
+        assert torch.equal(pipe.unet.state_dict()[name], value), name
+    with pytest.raises(ConfigError, match="model.pretrained=no-such-model: not a model folder"):
+        build_pipeline(ModelSpec(pretrained="no-such-model"), seed=0)
 
 
 def test_mixed_precision_and_accumulation(hr_folder, tmp_path):

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .pipeline import CONFIG_NAME, ResShiftPipeline
 from .presets import Task
 
-__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "resolve_device",
+__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "model_folder", "resolve_device",
            "resolve_dtype"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -57,7 +57,7 @@ BUNDLED: dict[str, BundledModel] = {
         BundledModel("bicubic-x4", "sr", "x4 super-resolution of clean images (bicubic-trained, one step, 4.5 M)"),
     )
 }
-# The bundled model each command uses when no --model is given, by task (realsr-x4 takes "sr" when it ships).
+# The bundled model each command uses when no --model is given, by task.
 DEFAULT_MODELS: dict[Task, str] = {"sr": "bicubic-x4"}
 
 
@@ -101,6 +101,21 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def model_folder(spec: str) -> Optional[Path]:
+    """The from_pretrained folder that `spec` names (a folder, or a bundled model's name); None otherwise.
+    ConfigError for a bundled model whose files are missing."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    bundled = BUNDLED.get(spec.strip().lower())
+    if bundled is None:
+        return None
+    if not bundled.installed:
+        raise ConfigError(f"--model {spec}: the bundled model's files are missing from {bundled.path}; "
+                          "reinstall resshift")
+    return bundled.path
+
+
 def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Optional[str] = None, *,
                default_for: Task = "sr", device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> ResShiftPipeline:
@@ -115,22 +130,16 @@ def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Opt
             raise ConfigError(f"no --model given, and resshift bundles no {default_for!r} model yet; "
                               f"{HOW_TO_GET_A_MODEL}")
         spec = DEFAULT_MODELS[default_for]
-    path = Path(spec).expanduser()
-    if path.is_dir():
+    folder = model_folder(spec)
+    if folder is not None:
         _no_official_options(spec, autoencoder, task)
-        return ResShiftPipeline.from_pretrained(path, device=device, dtype=dtype)
+        return ResShiftPipeline.from_pretrained(folder, device=device, dtype=dtype)
+    path = Path(spec).expanduser()
     if path.is_file():
         if autoencoder is None:
             raise ConfigError(f"--model {spec}: an official UNet checkpoint needs its autoencoder too "
                               f"(--autoencoder autoencoder_vq_f4.pth); or {HOW_TO_GET_A_MODEL}")
         return ResShiftPipeline.from_official(path, autoencoder, task, device=device, dtype=dtype)
-    bundled = BUNDLED.get(spec.strip().lower())
-    if bundled is not None:
-        _no_official_options(spec, autoencoder, task)
-        if not bundled.installed:
-            raise ConfigError(f"--model {spec}: the bundled model's files are missing from "
-                              f"{bundled.path}; reinstall resshift")
-        return ResShiftPipeline.from_pretrained(bundled.path, device=device, dtype=dtype)
     known = f"bundled models: {', '.join(BUNDLED)}" if BUNDLED else "no bundled models are installed"
     what = "no such file" if path.suffix.lower() in CHECKPOINT_SUFFIXES else "no such folder or file"
     raise ConfigError(f"--model {spec}: {what}, and not a bundled model name ({known}); {HOW_TO_GET_A_MODEL}")

@@ -43,6 +43,7 @@ from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_VALIDATION, HRF
                            synthesize_batch)
 from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import psnr
+from resshift.models import model_folder
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
 from resshift.training import distributed
@@ -57,12 +58,21 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # --------------------------------------------------------------------------- the model
 
+def pretrained_folder(name: str) -> Path:
+    """model.pretrained: a from_pretrained folder or a bundled model's name."""
+    folder = model_folder(name)
+    if folder is None or not (folder / CONFIG_NAME).is_file():
+        raise ConfigError(f"model.pretrained={name}: not a model folder (with {CONFIG_NAME}) nor a bundled "
+                          "model name (`resshift models` lists them)")
+    return folder
+
+
 def model_config_of(spec: ModelSpec) -> Optional[ModelConfig]:
     """The architecture a spec names, without loading weights (None when only the weights tell)."""
     if spec.config is not None:
         return spec.config
     if spec.pretrained is not None:
-        data = json.loads((Path(spec.pretrained) / CONFIG_NAME).read_text())
+        data = json.loads((pretrained_folder(spec.pretrained) / CONFIG_NAME).read_text())
         data.pop("format_version", None)
         return ModelConfig.from_dict(data)
     return get_preset(spec.preset).config if spec.preset is not None else None
@@ -71,7 +81,7 @@ def model_config_of(spec: ModelSpec) -> Optional[ModelConfig]:
 def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
     """The pipeline to train, on the CPU in float32: fine-tuned weights, or a seeded random UNet."""
     if spec.pretrained is not None:
-        return ResShiftPipeline.from_pretrained(spec.pretrained)
+        return ResShiftPipeline.from_pretrained(pretrained_folder(spec.pretrained))
     if spec.official_unet is not None:
         return ResShiftPipeline.from_official(spec.official_unet, spec.autoencoder_weights, task=spec.preset)
     with torch.random.fork_rng(devices=[]):

@@ -491,3 +491,20 @@ def test_ema_warmup_decay_in_closed_form() -> None:
     # What the warm-up is for: the share of the initial weights left after 1500 steps.
     left = math.prod(ema_decay_at(s, 0.999, True) for s in range(1, 1501))
     assert left < 1e-20 < 0.999 ** 1500
+
+
+def test_curves_show_the_perceptual_term_when_nothing_is_validated(tmp_path):
+    from resshift.training.logs import MetricsLog, draw_curves
+
+    def red_pixels_on_the_right(rows: list[dict]) -> int:
+        metrics = MetricsLog(tmp_path, tensorboard=False)
+        for row in rows:
+            metrics.write(row)
+        draw_curves(metrics, tmp_path / "curves.png")
+        pixels = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))[:, 450:].astype(int)
+        return int((np.abs(pixels - [0xD6, 0x27, 0x28]).sum(axis=2) < 30).sum())
+
+    mse_only = [{"step": s, "loss": 1 / s, "mse": 1 / s, "perceptual": 0.0} for s in (50, 100, 150)]
+    with_term = [{"step": s, "loss": 1 / s, "mse": 0.1, "perceptual": 0.5 - s / 1000} for s in (50, 100, 150)]
+    assert red_pixels_on_the_right(mse_only) == 0          # nothing to show: an empty panel
+    assert red_pixels_on_the_right(with_term) > 20         # the ST-LPIPS curve

@@ -116,13 +116,17 @@ def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], points: Seq
 
 
 def draw_curves(metrics: MetricsLog, path: Path, size: tuple[int, int] = (900, 360)) -> None:
-    """curves.png: training loss (log scale) and validation PSNR-Y, side by side."""
+    """curves.png: training loss (log scale) and validation PSNR-Y side by side; a run without validation
+    but with the perceptual term shows that term (ST-LPIPS on the training crops) instead."""
     width, height = size
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     _plot(draw, (5, 5, width // 2 - 5, height - 5), metrics.series("loss"), "training loss", "#1f77b4", log_y=True)
-    _plot(draw, (width // 2 + 5, 5, width - 5, height - 5), metrics.series("val_psnr"),
-          "validation PSNR-Y (dB), EMA model", "#d62728")
+    right, title = metrics.series("val_psnr"), "validation PSNR-Y (dB), EMA model"
+    perceptual = [(step, value) for step, value in metrics.series("perceptual") if value > 0]
+    if not right and perceptual:
+        right, title = perceptual, "ST-LPIPS on the training crops"
+    _plot(draw, (width // 2 + 5, 5, width - 5, height - 5), right, title, "#d62728")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

@@ -13,32 +13,19 @@ import pytest
 import torch
 
 from resshift.degradations.bicubic import imresize
-from resshift.evaluation import hole_stlpips, masked_eval_set, model_inpaint, telea_inpaint
 from resshift.imageio import read_image
-from resshift.metrics import STLPIPS, psnr
+from resshift.metrics import psnr
 from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
 from resshift.training.logs import to_uint8
-from resshift.upscale import UpscaleOptions
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SET5 = DATA / "benchmarks" / "Set5"
-VAL_SR = DATA / "resshift_testdata" / "Val_SR"
+SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks" / "Set5"
 MAX_BYTES = 25 * 2**20
-COUNT = 8    # images of Val_SR per check: the first ones, sorted by name
-
-
-def _need(folder: Path) -> None:
-    if not folder.is_dir():
-        pytest.fail(f"{folder} is missing: the quality checks read ../shared/data beside the checkout")
-
-
-def _batch(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(pixels).permute(2, 0, 1)[None]
 
 
 def _set5_gain_over_bicubic(name: str) -> float:
     """Mean PSNR-Y gain (dB, 4-pixel border) of the model over bicubic interpolation on Set5, LR by MATLAB bicubic."""
-    _need(SET5)
+    if not SET5.is_dir():
+        pytest.fail(f"{SET5} is missing: the quality checks read ../shared/data beside the checkout")
     pipe = load_model(name)
     gains = []
     for path in sorted(SET5.glob("*.png")):
@@ -50,34 +37,6 @@ def _set5_gain_over_bicubic(name: str) -> float:
         bicubic = imresize(lr, 4.0)[0]
         gains.append(psnr(to_uint8(ours), to_uint8(hr), crop_border=4) - psnr(to_uint8(bicubic), to_uint8(hr), crop_border=4))
     return float(np.mean(gains))
-
-
-def _valsr_stlpips_gain_over_bicubic(name: str) -> float:
-    """Bicubic's mean ST-LPIPS over the model's on the first Val_SR pairs (their given Real-ESRGAN-degraded LR):
-    above 1 when the model is perceptually closer to the ground truth; 1 / 0.7 is issue 6's bar."""
-    _need(VAL_SR)
-    pipe, lpips = load_model(name), STLPIPS.from_package("vgg")
-    ours, bicubic = [], []
-    for path in sorted((VAL_SR / "gt").glob("*.png"))[:COUNT]:
-        hr, lr = (_batch(read_image(folder / path.name).pixels) for folder in (VAL_SR / "gt", VAL_SR / "lq"))
-        with torch.no_grad():
-            restored = pipe.restore(lr, generator=torch.Generator().manual_seed(0))[..., : hr.shape[2], : hr.shape[3]]
-            ours.append(float(lpips(restored, hr)[0]))
-            bicubic.append(float(lpips(imresize(lr, 4.0).clamp(0, 1), hr)[0]))
-    return float(np.mean(bicubic) / np.mean(ours))
-
-
-def _telea_over_ours_in_holes(name: str) -> float:
-    """Telea's mean ST-LPIPS inside the holes over the model's, on the first images of bench_inpaint's fixed
-    set (Val_SR ground truths, seeded masks covering 10-40 %): above 1 when the model fills better."""
-    _need(VAL_SR)
-    pipe, lpips, options = load_model(name), STLPIPS.from_package("vgg"), UpscaleOptions(seed=0)
-    telea, ours = [], []
-    for item in masked_eval_set(VAL_SR / "gt", COUNT, seed=0):
-        for scores, fill in ((telea, telea_inpaint(item["masked"], item["mask"])),
-                             (ours, model_inpaint(pipe, options, item["masked"], item["mask"]))):
-            scores.append(hole_stlpips(lpips, fill, item["gt"], item["mask"]))
-    return float(np.mean(telea) / np.mean(ours))
 
 
 # name -> (check, the least value it must reach). Thresholds sit a little under the measured value

@@ -23,13 +23,13 @@ from PIL import Image
 from resshift.cli import main
 from resshift.data import HRFolderDataset, StreamBatchSampler, degrade_batch, keyed_generator, make_loader
 from resshift.errors import CheckpointError, ConfigError, InputError
+from resshift.models import BUNDLED
 from resshift.nets.swin_unet import SwinUNetConfig
 from resshift.nets.unshuffle import UnshuffleConfig
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig
 from resshift.schedule import ScheduleConfig
 from resshift.training import checkpoint as ckpt
-from resshift.models import BUNDLED
 from resshift.training.config import ModelSpec, TrainConfig, apply_overrides, load_config, preset_names
 from resshift.training.trainer import build_pipeline, lr_factor, model_config_of, train, training_loss
 

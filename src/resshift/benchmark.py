@@ -34,7 +34,7 @@ from PIL import ImageDraw, ImageFont
 from .data import KEY_DEGRADE, center_crop, degrade_batch, keyed_generator
 from .degradations import imresize
 from .errors import InputError
-from .evaluation import DIGITS, LABELS, Problem, Report, evaluate_folders, list_images
+from .evaluation import DIGITS, LABELS, Problem, Report, eight_bit, evaluate_folders, list_images
 from .fileio import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .imageio import Image, from_tensor, read_image, to_tensor, write_image
 from .peers import PeerUpscaler, find_peers
@@ -198,25 +198,20 @@ def peer_methods(scale: int, threads: int, notes: list[str]) -> list[Method]:
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def _eight_bit(pixels: np.ndarray) -> np.ndarray:
-    """Round to the 8-bit grid, so every method sees exactly the LR image written to lr/."""
-    return (np.round(np.clip(pixels, 0, 1) * 255) / 255).astype(np.float32)
-
-
 def _make_sample(name: str, index: int, pixels: np.ndarray, lq_path: Optional[Path], scale: int,
                  options: BenchmarkOptions) -> Sample:
     if options.no_reference:
-        return Sample(name, _eight_bit(pixels), None)
+        return Sample(name, eight_bit(pixels), None)
     if lq_path is not None:
         lr = read_image(lq_path).pixels
         if pixels.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
             raise InputError(f"size {pixels.shape[1]}x{pixels.shape[0]} is not x{scale} of its LR input "
                              f"{lq_path} ({lr.shape[1]}x{lr.shape[0]})")
-        return Sample(name, _eight_bit(lr), pixels)
+        return Sample(name, eight_bit(lr), pixels)
     gt = center_crop(pixels, None, scale)
     generator = keyed_generator(options.seed, KEY_DEGRADE, index)     # one fixed draw per image
     lr = degrade_batch(to_tensor(gt), options.degradation, scale, generator)
-    return Sample(name, _eight_bit(from_tensor(lr)), gt)
+    return Sample(name, eight_bit(from_tensor(lr)), gt)
 
 
 def load_samples(set_folder: Path, scale: int, options: BenchmarkOptions) -> tuple[list[Sample], list[Problem]]:

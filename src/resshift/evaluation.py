@@ -340,9 +340,9 @@ def masked_eval_set(folder: str | Path, limit: int, seed: int) -> list[dict]:
     return items
 
 
-def _as_8bit(pixels: np.ndarray) -> np.ndarray:
-    """Rounded to 8 bits, as a written file, back in [0, 1] float32."""
-    return np.round(np.clip(pixels, 0, 1) * 255).astype(np.float32) / 255
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """Rounded to the 8-bit grid, as a written file, back in [0, 1] float32."""
+    return (np.round(np.clip(pixels, 0, 1) * 255) / 255).astype(np.float32)
 
 
 def telea_inpaint(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -356,4 +356,4 @@ def model_inpaint(pipe: ResShiftPipeline, options: UpscaleOptions, masked: np.nd
     """An inpainting pipeline on one image, as `resshift inpaint` runs it (UpscaleOptions: noise seed, known
     pixels pasted back), rounded to 8 bits."""
     fill = torch.from_numpy(mask)[None, None]                                      # (1, 1, H, W)
-    return _as_8bit(upscale_image(pipe, Image(pixels=masked), options, mask=fill).pixels)
+    return eight_bit(upscale_image(pipe, Image(pixels=masked), options, mask=fill).pixels)

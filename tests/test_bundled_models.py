@@ -6,6 +6,7 @@ images it was never trained on, against a baseline computed in the test itself.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +15,25 @@ import torch
 
 from resshift.degradations.bicubic import imresize
 from resshift.imageio import read_image
-from resshift.metrics import psnr
+from resshift.metrics import STLPIPS, phase_variance, psnr
 from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
 from resshift.training.logs import to_uint8
 
-SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks" / "Set5"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SET5 = DATA / "benchmarks" / "Set5"
+VAL_SR = DATA / "resshift_testdata" / "Val_SR"
+VAL_SR_COUNT = 8
 MAX_BYTES = 25 * 2**20
+
+
+def _need(folder: Path) -> None:
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing: the quality checks read ../shared/data beside the checkout")
 
 
 def _set5_gain_over_bicubic(name: str) -> float:
     """Mean PSNR-Y gain (dB, 4-pixel border) of the model over bicubic interpolation on Set5, LR by MATLAB bicubic."""
-    if not SET5.is_dir():
-        pytest.fail(f"{SET5} is missing: the quality checks read ../shared/data beside the checkout")
+    _need(SET5)
     pipe = load_model(name)
     gains = []
     for path in sorted(SET5.glob("*.png")):
@@ -37,6 +45,41 @@ def _set5_gain_over_bicubic(name: str) -> float:
         bicubic = imresize(lr, 4.0)[0]
         gains.append(psnr(to_uint8(ours), to_uint8(hr), crop_border=4) - psnr(to_uint8(bicubic), to_uint8(hr), crop_border=4))
     return float(np.mean(gains))
+
+
+@lru_cache(maxsize=2)
+def _val_sr_errors(name: str) -> dict[str, list[torch.Tensor]]:
+    """The model's and bicubic interpolation's outputs on the first Val_SR pairs (given LR inputs), with
+    their ground truths: {"ours", "bicubic", "gt"}, each a list of (1, 3, H, W) in [0, 1], 8-bit rounded."""
+    _need(VAL_SR)
+    pipe = load_model(name)
+    outputs: dict[str, list[torch.Tensor]] = {"ours": [], "bicubic": [], "gt": []}
+    for path in sorted((VAL_SR / "gt").glob("*.png"))[:VAL_SR_COUNT]:
+        gt = torch.from_numpy(read_image(path).pixels).permute(2, 0, 1)[None]
+        lr = torch.from_numpy(read_image(VAL_SR / "lq" / path.name).pixels).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            ours = pipe.restore(lr, generator=torch.Generator().manual_seed(0))
+        for key, image in (("ours", ours), ("bicubic", imresize(lr, 4.0)), ("gt", gt)):
+            outputs[key].append((image.clamp(0, 1) * 255).round() / 255)
+    return outputs
+
+
+def _val_sr_stlpips_gain(name: str) -> float:
+    """Bicubic's mean ST-LPIPS (VGG) over the model's on Val_SR: 1 / 0.7 = 1.43 is issue #6's target."""
+    images = _val_sr_errors(name)
+    metric = STLPIPS.from_package("vgg")
+    with torch.no_grad():
+        ours, bicubic = ([metric(x, gt).item() for x, gt in zip(images[key], images["gt"])] for key in ("ours", "bicubic"))
+    return float(np.mean(bicubic) / np.mean(ours))
+
+
+def _val_sr_grid_margin(name: str) -> float:
+    """Bicubic's sub-pixel phase variance of the error over the model's on Val_SR: about 1 for a model
+    without a 4-pixel grid, 0.1-0.25 for one with a visible grid (docs/models.md)."""
+    images = _val_sr_errors(name)
+    ours, bicubic = (np.mean([phase_variance(x - gt).item() for x, gt in zip(images[key], images["gt"])])
+                     for key in ("ours", "bicubic"))
+    return float(bicubic / ours)
 
 
 # name -> (check, the least value it must reach). Thresholds sit a little under the measured value

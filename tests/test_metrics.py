@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from resshift.errors import CheckpointError, InputError
-from resshift.metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
+from resshift.metrics import STLPIPS, niqe, phase_variance, psnr, rgb_to_y, ssim
 from resshift.metrics import stlpips as stlpips_module
 from resshift.metrics.psnr_ssim import SSIM_C1, gaussian_window
 
@@ -263,3 +263,39 @@ def test_stlpips_is_a_frozen_differentiable_loss() -> None:
     dist64 = model64(a.detach().double(), b.double())
     assert dist64.dtype == torch.float64
     torch.testing.assert_close(dist64, dist.detach().double(), atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- sub-pixel phase variance
+
+def test_phase_variance_of_a_periodic_pattern_is_its_variance() -> None:
+    """A 4x4 tile repeated over the image puts each pixel of the tile in its own phase: the score is the
+    tile's variance (per channel, averaged). A ramp of slope g shifts phase column j by g j, so it adds
+    exactly that; a constant offset adds nothing."""
+    tile = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.05
+    pattern = tile.repeat(1, 1, 16, 24)                                             # 64x96 pixels
+    slope = 0.4 / 95
+    ramp = (torch.arange(96.0) * slope).view(1, 1, 1, 96).expand(1, 3, 64, 96)
+
+    def variance(values: torch.Tensor) -> torch.Tensor:
+        return values.flatten(2).var(dim=2, unbiased=False).mean().view(1)
+
+    torch.testing.assert_close(phase_variance(pattern), variance(tile))
+    torch.testing.assert_close(phase_variance(pattern + 0.1), variance(tile))
+    column_offsets = (torch.arange(4.0) * slope).view(1, 1, 1, 4)
+    torch.testing.assert_close(phase_variance(ramp), variance(column_offsets.expand(1, 3, 4, 4)))
+    torch.testing.assert_close(phase_variance(pattern + ramp), variance(tile + column_offsets))
+
+
+def test_phase_variance_of_white_noise_is_its_variance_over_the_window_area() -> None:
+    """Each phase mean averages window^2 samples: E = (1 - 1/p^2) sigma^2 / window^2 for white noise."""
+    sigma, window = 0.1, 8
+    noise = torch.randn(4, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * sigma
+    expected = (1 - 1 / 16) * sigma ** 2 / window ** 2
+    assert phase_variance(noise, 4, window).mean().item() == pytest.approx(expected, rel=0.05)
+
+
+def test_phase_variance_crops_and_rejects_small_images() -> None:
+    error = torch.randn(2, 3, 70, 90)
+    torch.testing.assert_close(phase_variance(error), phase_variance(error[..., :64, :64]))
+    with pytest.raises(ValueError, match="at least 32x32"):
+        phase_variance(torch.zeros(1, 3, 31, 64))

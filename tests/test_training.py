@@ -31,7 +31,8 @@ from resshift.presets import ModelConfig
 from resshift.schedule import ScheduleConfig
 from resshift.training import checkpoint as ckpt
 from resshift.training.config import ModelSpec, TrainConfig, apply_overrides, load_config, preset_names
-from resshift.training.trainer import build_pipeline, lr_factor, model_config_of, train, training_loss
+from resshift.training.trainer import (build_pipeline, check_phase_crop, lr_factor, model_config_of, train,
+                                       training_loss)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,8 +190,7 @@ def test_residual_prediction_loss_of_a_silent_network_is_the_lq_latent_error(hr_
     hq = torch.stack([HRFolderDataset([hr_folder], 32, seed=0)[i]["hq"] for i in range(2)])
     lq = degrade_batch(hq, "bicubic", 4, keyed_generator(0))
     batch = {"hq": hq, "lq": lq, "sample": torch.arange(2)}
-    _, mse, _ = training_loss(pipe.unet, pipe, batch, etas=pipe.schedule().etas.float(), seed=0,
-                              perceptual=None, weight=0.0)
+    mse = training_loss(pipe.unet, pipe, batch, etas=pipe.schedule().etas.float(), seed=0, perceptual=None)["mse"]
     upsampled = torch.nn.functional.interpolate(lq * 2 - 1, scale_factor=4, mode="bicubic")
     expected = (pipe.encode(upsampled) - pipe.encode(hq * 2 - 1)).square().mean(dim=(1, 2, 3))
     torch.testing.assert_close(mse, expected)
@@ -206,12 +206,12 @@ def test_a_few_steps_overfit_a_fixed_batch(hr_folder):
     optimizer = torch.optim.Adam(unet.parameters(), lr=2e-3)
     history = []
     for _ in range(25):
-        loss, mse, lpips = training_loss(unet, pipe, batch, etas=etas, seed=0, perceptual=None, weight=0.0)
+        terms = training_loss(unet, pipe, batch, etas=etas, seed=0, perceptual=None)
         optimizer.zero_grad()
-        loss.mean().backward()
+        terms["loss"].mean().backward()
         optimizer.step()
-        history.append(loss.mean().item())
-    assert torch.equal(loss, mse) and not lpips.any()
+        history.append(terms["loss"].mean().item())
+    assert torch.equal(terms["loss"], terms["mse"]) and not terms["perceptual"].any() and not terms["phase"].any()
     assert np.mean(history[-3:]) < 0.5 * np.mean(history[:3])
 
 
@@ -235,6 +235,17 @@ def test_perceptual_term(hr_folder, tmp_path, monkeypatch):
     with pytest.raises(ConfigError):
         train(alex, tmp_path / "run3")
     assert asked == ["vgg", "alex"]
+
+
+def test_phase_term(hr_folder, tmp_path):
+    """optim.phase_weight adds the decoded error's sub-pixel phase variance; crops must hold its windows."""
+    config = tiny_config(hr_folder, "optim.phase_weight=100", "optim.total_steps=1", "run.ckpt_interval=0",
+                         "data.crop_size=32")
+    rows = train(config, tmp_path / "run")
+    assert rows[0]["phase"] > 0 and rows[0]["loss"] == pytest.approx(rows[0]["mse"] + 100 * rows[0]["phase"], rel=1e-5)
+    with pytest.raises(ConfigError, match="crop_size >= 64"):
+        check_phase_crop(1.0, crop_size=32, period=8)
+    check_phase_crop(0.0, crop_size=32, period=8)
 
 
 def test_vqgan_latent_space_needs_weights_or_an_explicit_opt_in(hr_folder, tmp_path, caplog):

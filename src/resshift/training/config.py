@@ -111,6 +111,7 @@ class OptimConfig:
     amp: AmpDtype = "none"             # autocast dtype; fp16 also enables the GradScaler
     perceptual_weight: float = 1.0     # journal ST-LPIPS term in pixel space; 0 disables
     perceptual_net: Literal["vgg", "alex"] = "vgg"   # its backbone; AlexNet costs a fraction of VGG16 on a CPU
+    phase_weight: float = 0.0          # sub-pixel phase variance of the decoded error (metrics.phase); 0 disables
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -119,8 +120,8 @@ class OptimConfig:
             raise ConfigError(f"need 0 < optim.min_lr <= optim.lr, got {self.min_lr} and {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"optim.ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.grad_clip < 0 or self.perceptual_weight < 0 or self.weight_decay < 0:
-            raise ConfigError("optim.grad_clip, perceptual_weight and weight_decay must not be negative")
+        if min(self.grad_clip, self.perceptual_weight, self.phase_weight, self.weight_decay) < 0:
+            raise ConfigError("optim.grad_clip, perceptual_weight, phase_weight and weight_decay must not be negative")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
     pred        f_theta   UNet(x_t / sqrt(kappa^2 eta_t + 1), t, lq): an x0 prediction (Eq. 7)
     mse                   mean (pred - z0)^2: Eq. 8 without its weights, as the official code trains
     perceptual            ST-LPIPS(decode(pred), hq), the journal's pixel-space term, times its weight
+    phase                 phase_variance(decode(pred) - hq): keeps the f x f sub-pixel phases of a
+                          space-to-depth latent together (ours; the perceptual term alone lets them drift)
 
 A step is `grad_accum` micro-batches on each of the processes; `optim.batch_size` is the global number
 of images per optimizer step. Every random draw is keyed by (seed, step or sample): crops and data
@@ -42,7 +44,7 @@ from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_VALIDATION, HRF
                            StreamBatchSampler, keyed_generator, keyed_seed, load_validation_set, make_loader,
                            synthesize_batch)
 from resshift.errors import CheckpointError, ConfigError
-from resshift.metrics import psnr
+from resshift.metrics import phase_variance, psnr
 from resshift.models import model_folder
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
@@ -52,6 +54,7 @@ from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prun
 from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
 
+PHASE_WINDOW = 8                      # latent cells per side of the phase-variance windows
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -136,6 +139,13 @@ def build_perceptual(weight: float, net: str, device: torch.device) -> Optional[
                           f"with `pip install stlpips-pytorch==0.0.2`, or set optim.perceptual_weight=0") from exc
 
 
+def check_phase_crop(weight: float, crop_size: int, period: int) -> None:
+    smallest = period * PHASE_WINDOW
+    if weight > 0 and crop_size < smallest:
+        raise ConfigError(f"optim.phase_weight needs data.crop_size >= {smallest} (windows of {PHASE_WINDOW} latent "
+                          f"cells of {period} px), got {crop_size}")
+
+
 # --------------------------------------------------------------------------- one step's pieces
 
 def lr_factor(step: int, optim: OptimConfig) -> float:
@@ -161,8 +171,9 @@ def draw_t_and_noise(samples: torch.Tensor, seed: int, num_steps: int,
 
 def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[str, torch.Tensor], *,
                   etas: torch.Tensor, seed: int, perceptual: Optional[torch.nn.Module],
-                  weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample (loss, mse, perceptual), each (N,), for a batch {hq, lq, sample[, mask]}."""
+                  perceptual_weight: float = 0.0, phase_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Per-sample terms {loss, mse, perceptual, phase}, each (N,), for a batch {hq, lq, sample[, mask]};
+    perceptual and phase are unweighted, loss is their weighted sum with mse."""
     hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
     kappa = pipe.config.schedule.kappa
     with torch.no_grad():
@@ -176,11 +187,16 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
         cond["mask"] = batch["mask"] * 2 - 1
     pred = pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
     mse = (pred - z0).square().mean(dim=(1, 2, 3))
-    lpips = torch.zeros_like(mse)
-    if perceptual is not None:
+    terms = {"mse": mse, "perceptual": torch.zeros_like(mse), "phase": torch.zeros_like(mse)}
+    if perceptual is not None or phase_weight > 0:
         image = (decode_for_loss(pipe, pred) + 1) / 2                 # (N, 3, H, W) in [0, 1]
-        lpips = perceptual(image, hq).float()
-    return mse + weight * lpips, mse, lpips
+        if perceptual is not None:
+            terms["perceptual"] = perceptual(image, hq).float()
+        if phase_weight > 0:
+            terms["phase"] = phase_variance(image - hq, pipe.config.autoencoder.downsample_factor,
+                                             PHASE_WINDOW)
+    terms["loss"] = mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
+    return terms
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
@@ -295,6 +311,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
             set_rng_state(state["rng"][ddp.rank])
         del state
     perceptual = build_perceptual(o.perceptual_weight, o.perceptual_net, device)
+    check_phase_crop(o.phase_weight, cfg.data.crop_size, pipe.config.autoencoder.downsample_factor)
     etas = pipe.schedule().etas.to(device, torch.float32)             # (T,)
 
     # ---- data: a keyed stream from `step` on; LR made on the device
@@ -346,7 +363,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
 
     # ---- the loop
     history: list[dict] = []
-    sums = torch.zeros(4, device=device, dtype=torch.float64)          # loss, mse, perceptual, images
+    summed = ("loss", "mse", "perceptual", "phase")
+    sums = torch.zeros(len(summed) + 1, device=device, dtype=torch.float64)   # the terms, then images
     clock, data_time, steps_timed = time.perf_counter(), 0.0, 0
     while step < o.total_steps and (stop_after is None or step < stop_after):
         for micro in range(o.grad_accum):
@@ -356,11 +374,11 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
             last = micro == o.grad_accum - 1
             with model.no_sync() if ddp.enabled and not last else nullcontext():
                 with autocast:
-                    loss, mse, lpips = training_loss(model, pipe, batch, etas=etas, seed=seed,
-                                                     perceptual=perceptual, weight=o.perceptual_weight)
-                scaler.scale(loss.mean() / o.grad_accum).backward()
-            sums += torch.stack([loss.sum(), mse.sum(), lpips.sum(), torch.tensor(float(len(loss)))]
-                                ).detach().to(sums)
+                    terms = training_loss(model, pipe, batch, etas=etas, seed=seed, perceptual=perceptual,
+                                          perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight)
+                scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
+            sums += torch.stack([terms[key].detach().sum().to(sums) for key in summed]
+                                + [torch.tensor(float(len(terms["loss"]))).to(sums)])
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
         scaler.step(optimizer)
@@ -377,12 +395,13 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
         if cfg.run.log_interval and step % cfg.run.log_interval == 0:
             totals = distributed.all_sum(sums.clone(), ddp).tolist()
             elapsed = time.perf_counter() - clock
-            row = {"step": step, "loss": totals[0] / totals[3], "mse": totals[1] / totals[3],
-                   "perceptual": totals[2] / totals[3], "lr": lr, "grad_norm": float(grad_norm),
+            row = {"step": step, **{key: total / totals[-1] for key, total in zip(summed, totals)},
+                   "lr": lr, "grad_norm": float(grad_norm),
                    "images_per_s": steps_timed * o.batch_size / elapsed, "data_frac": data_time / elapsed}
             sums.zero_()
-            log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  lr %.3g  %.1f img/s  data %.0f%%", step,
-                     row["loss"], row["mse"], row["perceptual"], lr, row["images_per_s"], 100 * row["data_frac"])
+            log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  lr %.3g  %.1f img/s  data %.0f%%",
+                     step, row["loss"], row["mse"], row["perceptual"], row["phase"], lr, row["images_per_s"],
+                     100 * row["data_frac"])
         if val_set is not None and step % cfg.run.val_interval == 0:
             row["step"] = step
             row["val_psnr"], rows = validate(pipe, ema, val_set, seed=seed, steps=cfg.run.val_steps,

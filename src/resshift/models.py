@@ -54,11 +54,12 @@ class BundledModel:
 # A compact model gets a row when it reaches its target (docs/models.md has each model's card).
 BUNDLED: dict[str, BundledModel] = {
     model.name: model for model in (
+        BundledModel("realsr-x4", "sr", "x4 super-resolution of real photos: noise, blur, JPEG (one step, 4.5 M)"),
         BundledModel("bicubic-x4", "sr", "x4 super-resolution of clean images (bicubic-trained, one step, 4.5 M)"),
     )
 }
 # The bundled model each command uses when no --model is given, by task.
-DEFAULT_MODELS: dict[Task, str] = {"sr": "bicubic-x4"}
+DEFAULT_MODELS: dict[Task, str] = {"sr": "realsr-x4"}
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

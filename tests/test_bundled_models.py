@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from resshift.degradations.bicubic import imresize
-from resshift.imageio import read_image
+from resshift.imageio import read_image, to_tensor
 from resshift.metrics import STLPIPS, phase_variance, psnr
 from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
 from resshift.training.logs import to_uint8
@@ -37,7 +37,7 @@ def _set5_gain_over_bicubic(name: str) -> float:
     pipe = load_model(name)
     gains = []
     for path in sorted(SET5.glob("*.png")):
-        hr = torch.from_numpy(read_image(path).pixels).permute(2, 0, 1)
+        hr = to_tensor(read_image(path).pixels)[0]
         hr = hr[:, : hr.shape[1] // 4 * 4, : hr.shape[2] // 4 * 4]
         lr = imresize(hr[None], 0.25).clamp(0, 1)
         with torch.no_grad():
@@ -55,8 +55,7 @@ def _val_sr_outputs(name: str) -> dict[str, list[torch.Tensor]]:
     pipe = load_model(name)
     outputs: dict[str, list[torch.Tensor]] = {"ours": [], "bicubic": [], "gt": []}
     for path in sorted((VAL_SR / "gt").glob("*.png"))[:VAL_SR_COUNT]:
-        gt = torch.from_numpy(read_image(path).pixels).permute(2, 0, 1)[None]
-        lr = torch.from_numpy(read_image(VAL_SR / "lq" / path.name).pixels).permute(2, 0, 1)[None]
+        gt, lr = (to_tensor(read_image(folder / path.name).pixels) for folder in (VAL_SR / "gt", VAL_SR / "lq"))
         with torch.no_grad():
             ours = pipe.restore(lr, generator=torch.Generator().manual_seed(0))
         for key, image in (("ours", ours), ("bicubic", imresize(lr, 4.0)), ("gt", gt)):

@@ -13,8 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+WINDOW = 8   # latent cells per side of the windows each phase is averaged over
 
-def phase_variance(error: torch.Tensor, period: int = 4, window: int = 8) -> torch.Tensor:
+
+def phase_variance(error: torch.Tensor, period: int = 4, window: int = WINDOW) -> torch.Tensor:
     """Per-image variance across the period x period sub-pixel phases of `error` (N, C, H, W), (N,).
 
     H and W are cropped to multiples of period * window; images smaller than one window raise."""

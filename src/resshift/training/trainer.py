@@ -45,6 +45,7 @@ from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_VALIDATION, HRF
                            synthesize_batch)
 from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import phase_variance, psnr
+from resshift.metrics.phase import WINDOW as PHASE_WINDOW
 from resshift.models import model_folder
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
@@ -54,7 +55,6 @@ from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prun
 from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
 
-PHASE_WINDOW = 8                      # latent cells per side of the phase-variance windows
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -193,8 +193,7 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
         if perceptual is not None:
             terms["perceptual"] = perceptual(image, hq).float()
         if phase_weight > 0:
-            terms["phase"] = phase_variance(image - hq, pipe.config.autoencoder.downsample_factor,
-                                             PHASE_WINDOW)
+            terms["phase"] = phase_variance(image - hq, pipe.config.autoencoder.downsample_factor)
     terms["loss"] = mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
     return terms
 

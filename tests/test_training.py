@@ -461,6 +461,46 @@ def test_inpainting_trains_and_resumes_with_the_same_masks(hr_folder, tmp_path):
     assert torch.equal(a["lq"], hq * (1 - a["mask"]))
 
 
+def test_training_and_inference_show_the_network_the_same_smoothly_filled_holes():
+    """hole_fill 'smooth': the trainer and the pipeline give the UNet the pull-push fill as its LQ input, and
+    with predict_residual a silent network returns exactly that fill (the chain's start, z_y)."""
+    from resshift.data import synthesize_batch
+    from resshift.holes import smooth_fill
+    pipe = ResShiftPipeline.from_config(ModelConfig.from_dict({**TINY_INPAINT, "hole_fill": "smooth",
+                                                               "predict_residual": True}))
+    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
+    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
+    masks = load_config("tiny-inpaint-cpu", []).data.masks
+    batch = synthesize_batch(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)), "inpaint", 1,
+                             keyed_generator(5), masks=masks)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["lq"]), with_kwargs=True)
+    training_loss(pipe.unet, pipe, {**batch, "sample": torch.arange(2)}, etas=pipe.schedule().etas.float(), seed=0,
+                  perceptual=None)
+    restored = pipe.restore(batch["lq"], batch["mask"], generator=torch.Generator().manual_seed(0))
+    expected = smooth_fill(batch["lq"] * 2 - 1, batch["mask"])
+    assert batch["mask"].mean() > 0.05 and not torch.equal(expected, batch["lq"] * 2 - 1)
+    for lq in seen:
+        torch.testing.assert_close(lq, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(restored * 2 - 1, expected, rtol=0, atol=1e-5)
+
+
+def test_pretrained_weights_under_another_chain_and_hole_fill(tmp_path):
+    """model.pretrained + model.config: the folder's weights, the given config; the networks must match."""
+    torch.manual_seed(2)
+    donor = ResShiftPipeline.from_config(ModelConfig.from_dict(TINY_INPAINT))
+    donor.save_pretrained(tmp_path / "donor")
+    config = dataclasses.replace(donor.config, hole_fill="smooth", schedule=ScheduleConfig(num_steps=1, kappa=0.1))
+    spec = ModelSpec(pretrained=str(tmp_path / "donor"), config=config)
+    pipe = build_pipeline(spec, seed=0)
+    assert pipe.config == model_config_of(spec) == config != donor.config
+    for name, value in donor.unet.state_dict().items():
+        assert torch.equal(pipe.unet.state_dict()[name], value), name
+    wider = dataclasses.replace(config, unet=dataclasses.replace(config.unet, model_channels=64))
+    with pytest.raises(ConfigError, match="model.config.unet differs from model.pretrained's"):
+        build_pipeline(ModelSpec(pretrained=str(tmp_path / "donor"), config=wider), seed=0)
+
+
 def test_task_and_degradation_must_match(hr_folder):
     with pytest.raises(ConfigError, match="data.degradation 'inpaint' needs a model with task 'inpaint'"):
         tiny_config(hr_folder, "data.degradation=inpaint")

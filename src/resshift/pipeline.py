@@ -31,6 +31,7 @@ from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read
                           read_safetensors, write_safetensors)
 from .errors import CheckpointError, ConfigError, InputError
 from .fileio import atomic_write_json
+from .holes import fill_holes
 from .nets.swin_unet import SwinUNet
 from .nets.autoencoders import build_autoencoder
 from .presets import ModelConfig, get_preset
@@ -240,7 +241,7 @@ class ResShiftPipeline:
         conditions = [y]
         if fill is not None:
             fill = self._pad(fill)
-            y = torch.where(fill > 0.5, -1.0, y)                   # official: unknown pixels = -1
+            y = self.fill_holes(y, fill)
             conditions = [y, fill * 2 - 1]
         factor = self.config.autoencoder.downsample_factor
         cond_scale = factor // self.config.scale                   # input pixels per latent pixel
@@ -262,6 +263,10 @@ class ResShiftPipeline:
         x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
                               noise=noise, callback=callback)
         return (tiled_map(self.decode, [(x0, 1)], out_scale=factor, **grid) + 1) / 2
+
+    def fill_holes(self, y: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """The network's view of a [-1, 1] image with holes (`fill` 1): the model's `hole_fill`."""
+        return fill_holes(y, fill, self.config.hole_fill)
 
     def x0_from_output(self, output: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
         """The x0 prediction from the network's output: itself, or plus z_y (`predict_residual`)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
+from .holes import HOLE_FILLS
 from .nets.autoencoders import AutoencoderConfig, autoencoder_from_dict, autoencoder_to_dict
 from .nets.swin_unet import SwinUNetConfig
 from .nets.vqgan import VQGAN_F4, VQGAN_F8_FACE, VQGANConfig
@@ -30,6 +31,8 @@ class ModelConfig:
     predict_residual: the network predicts x0 - z_y (a global skip from the LQ latent, so an untrained
                   network already returns the upsampled input) instead of the paper's x0 itself (Eq. 7);
                   the chain and the sampler are unchanged. False for every official model.
+    hole_fill:    inpainting only, what the network input shows in the holes: 'constant' (-1, the official
+                  convention) or 'smooth' (a pull-push fill from the known pixels, `resshift.holes`).
     """
 
     task: Task
@@ -39,10 +42,13 @@ class ModelConfig:
     autoencoder: AutoencoderConfig
     latent_scale: float = 1.0
     predict_residual: bool = False
+    hole_fill: str = "constant"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.hole_fill not in HOLE_FILLS:
+            raise ConfigError(f"unknown hole_fill {self.hole_fill!r}; expected one of {HOLE_FILLS}")
         if self.scale < 1:
             raise ConfigError(f"scale must be a positive integer, got {self.scale}")
         if self.unet.cond_mask != (self.task == "inpaint"):

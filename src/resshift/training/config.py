@@ -69,7 +69,8 @@ class ModelSpec:
     autoencoder from `autoencoder_weights` (official .pth or a model folder's model.safetensors); a
     parameter-free autoencoder (pixel-unshuffle) needs none. `pretrained` (a from_pretrained folder)
     and `official_unet` (+ `autoencoder_weights`, with `preset` naming the task if the file name does
-    not tell it) fine-tune existing weights.
+    not tell it) fine-tune existing weights. `pretrained` with `config` fine-tunes the folder's weights
+    under another chain or conditioning (schedule, `hole_fill`, ...): the networks must be the same.
     """
 
     preset: str | None = None
@@ -81,10 +82,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.pretrained is not None:
-            others = [k for k in ("preset", "config", "official_unet", "autoencoder_weights")
-                      if getattr(self, k) is not None]
+            others = [k for k in ("preset", "official_unet", "autoencoder_weights") if getattr(self, k) is not None]
             if others:
-                raise ConfigError(f"model.pretrained takes everything from the folder; remove model.{others[0]}")
+                raise ConfigError(f"model.pretrained takes its weights from the folder; remove model.{others[0]}")
         elif self.official_unet is not None:
             if self.config is not None or self.autoencoder_weights is None:
                 raise ConfigError("model.official_unet needs model.autoencoder_weights (and no model.config)")

@@ -81,10 +81,20 @@ def model_config_of(spec: ModelSpec) -> Optional[ModelConfig]:
     return get_preset(spec.preset).config if spec.preset is not None else None
 
 
+def with_config(pipe: ResShiftPipeline, config: Optional[ModelConfig]) -> ResShiftPipeline:
+    """`pipe` under `config` (None: its own), which may change anything but the networks."""
+    if config is None:
+        return pipe
+    for part in ("unet", "autoencoder"):
+        if getattr(config, part) != getattr(pipe.config, part):
+            raise ConfigError(f"model.config.{part} differs from model.pretrained's: a fine-tune keeps the networks")
+    return ResShiftPipeline(pipe.unet, pipe.autoencoder, config)
+
+
 def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
     """The pipeline to train, on the CPU in float32: fine-tuned weights, or a seeded random UNet."""
     if spec.pretrained is not None:
-        return ResShiftPipeline.from_pretrained(pretrained_folder(spec.pretrained))
+        return with_config(ResShiftPipeline.from_pretrained(pretrained_folder(spec.pretrained)), spec.config)
     if spec.official_unet is not None:
         return ResShiftPipeline.from_official(spec.official_unet, spec.autoencoder_weights, task=spec.preset)
     with torch.random.fork_rng(devices=[]):
@@ -176,15 +186,18 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
     perceptual and phase are unweighted, loss is their weighted sum with mse."""
     hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
     kappa = pipe.config.schedule.kappa
+    y = lq * 2 - 1
+    cond = {}
+    if "mask" in batch:
+        y = pipe.fill_holes(y, batch["mask"])                         # as inference shows the holes
+        cond["mask"] = batch["mask"] * 2 - 1
+    cond["lq"] = y
     with torch.no_grad():
         z0 = pipe.encode(hq * 2 - 1)                                  # (N, C, h, w)
-        z_y = pipe.encode(pipe._upsample(lq * 2 - 1))                 # the conditioning inference uses
+        z_y = pipe.encode(pipe._upsample(y))                          # the conditioning inference uses
     t, noise = draw_t_and_noise(batch["sample"], seed, len(etas), z0)
     eta = etas[t].view(-1, 1, 1, 1)                                   # (N, 1, 1, 1)
     x_t = diffusion.q_sample(z0, z_y, eta, kappa, noise)
-    cond = {"lq": lq * 2 - 1}
-    if "mask" in batch:
-        cond["mask"] = batch["mask"] * 2 - 1
     pred = pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
     mse = (pred - z0).square().mean(dim=(1, 2, 3))
     terms = {"mse": mse, "perceptual": torch.zeros_like(mse), "phase": torch.zeros_like(mse)}

@@ -248,6 +248,19 @@ def test_phase_term(hr_folder, tmp_path):
     check_phase_crop(0.0, crop_size=32, period=8)
 
 
+def test_phase_period_reaches_the_loss_and_the_crop_check(hr_folder, tmp_path):
+    """optim.phase_period=8 (twice the latent's f) measures the phases over 8x8 pixels: 64-pixel windows."""
+    overrides = ["optim.phase_weight=100", "optim.total_steps=1", "run.ckpt_interval=0", "run.val_interval=0"]
+    with pytest.raises(ConfigError, match="crop_size >= 64"):
+        train(tiny_config(hr_folder, *overrides, "optim.phase_period=8", "data.crop_size=32"), tmp_path / "small")
+    (own,), (wide,) = (train(tiny_config(hr_folder, *overrides, *period, "data.crop_size=64"), tmp_path / name)
+                       for name, period in (("own", []), ("wide", ["optim.phase_period=8"])))
+    assert own["mse"] == wide["mse"] and own["phase"] != wide["phase"] > 0
+    assert wide["loss"] == pytest.approx(wide["mse"] + 100 * wide["phase"], rel=1e-5)
+    with pytest.raises(ConfigError, match="phase_period must be at least 2"):
+        tiny_config(hr_folder, "optim.phase_period=1")
+
+
 def test_vqgan_latent_space_needs_weights_or_an_explicit_opt_in(hr_folder, tmp_path, caplog):
     vq = {"type": "vqgan", "ch": 32, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "n_embed": 64}
     overrides = [f"model.config.autoencoder={vq}", "model.config.unet.in_channels=3",
@@ -531,6 +544,20 @@ def test_inpaint_and_face_presets_resolve(name, task, weight, batch):
     elif name != "tiny-inpaint-cpu":
         assert config.data.masks == type(config.data.masks)()          # the official ranges
         assert model.unet.model_channels == 160 and model.unet.cond_mask
+
+
+def test_smooth_inpainting_preset_fine_tunes_stage_one_networks_under_a_new_chain():
+    """compact-inpaint-smooth takes stage 1's weights (compact-inpaint): same networks, one step, kappa 0.1,
+    smooth holes, the journal's perceptual weight and the phase penalty."""
+    from resshift.training.trainer import model_config_of
+    stage_one = model_config_of(load_config("compact-inpaint").model)
+    config = load_config("compact-inpaint-smooth")
+    model = model_config_of(config.model)
+    assert (model.unet, model.autoencoder) == (stage_one.unet, stage_one.autoencoder)
+    assert stage_one.hole_fill == "constant" and model.hole_fill == "smooth"
+    assert (model.schedule.num_steps, model.schedule.kappa) == (1, 0.1)
+    assert (config.optim.perceptual_weight, config.optim.phase_weight, config.optim.phase_period) == (10.0, 4000.0, 8)
+    assert TrainConfig.from_dict(config.to_dict()) == config
 
 
 def test_ema_warmup_decay_in_closed_form() -> None:

@@ -112,6 +112,8 @@ class OptimConfig:
     perceptual_weight: float = 1.0     # journal ST-LPIPS term in pixel space; 0 disables
     perceptual_net: Literal["vgg", "alex"] = "vgg"   # its backbone; AlexNet costs a fraction of VGG16 on a CPU
     phase_weight: float = 0.0          # sub-pixel phase variance of the decoded error (metrics.phase); 0 disables
+    phase_period: int | None = None    # its period in pixels (None: the latent's f); a multiple of f also
+                                       # catches patterns of the UNet's coarser stages (2f: the 1/2 stage)
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -122,6 +124,8 @@ class OptimConfig:
             raise ConfigError(f"optim.ema_decay must lie in [0, 1), got {self.ema_decay}")
         if min(self.grad_clip, self.perceptual_weight, self.phase_weight, self.weight_decay) < 0:
             raise ConfigError("optim.grad_clip, perceptual_weight, phase_weight and weight_decay must not be negative")
+        if self.phase_period is not None and self.phase_period < 2:
+            raise ConfigError(f"optim.phase_period must be at least 2 pixels, got {self.phase_period}")
 
 
 @dataclass(frozen=True)

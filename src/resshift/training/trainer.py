@@ -10,8 +10,9 @@ Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
     pred        f_theta   UNet(x_t / sqrt(kappa^2 eta_t + 1), t, lq): an x0 prediction (Eq. 7)
     mse                   mean (pred - z0)^2: Eq. 8 without its weights, as the official code trains
     perceptual            ST-LPIPS(decode(pred), hq), the journal's pixel-space term, times its weight
-    phase                 phase_variance(decode(pred) - hq): keeps the f x f sub-pixel phases of a
-                          space-to-depth latent together (ours; the perceptual term alone lets them drift)
+    phase                 phase_variance(decode(pred) - hq, optim.phase_period or f): keeps the f x f
+                          sub-pixel phases of a space-to-depth latent together (ours; the perceptual term
+                          alone lets them drift)
 
 A step is `grad_accum` micro-batches on each of the processes; `optim.batch_size` is the global number
 of images per optimizer step. Every random draw is keyed by (seed, step or sample): crops and data
@@ -181,9 +182,11 @@ def draw_t_and_noise(samples: torch.Tensor, seed: int, num_steps: int,
 
 def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[str, torch.Tensor], *,
                   etas: torch.Tensor, seed: int, perceptual: Optional[torch.nn.Module],
-                  perceptual_weight: float = 0.0, phase_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                  perceptual_weight: float = 0.0, phase_weight: float = 0.0,
+                  phase_period: Optional[int] = None) -> dict[str, torch.Tensor]:
     """Per-sample terms {loss, mse, perceptual, phase}, each (N,), for a batch {hq, lq, sample[, mask]};
-    perceptual and phase are unweighted, loss is their weighted sum with mse."""
+    perceptual and phase are unweighted, loss is their weighted sum with mse. The phase period defaults
+    to the latent's downsampling factor."""
     hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
     kappa = pipe.config.schedule.kappa
     y = lq * 2 - 1
@@ -206,7 +209,7 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
         if perceptual is not None:
             terms["perceptual"] = perceptual(image, hq).float()
         if phase_weight > 0:
-            terms["phase"] = phase_variance(image - hq, pipe.config.autoencoder.downsample_factor)
+            terms["phase"] = phase_variance(image - hq, phase_period or pipe.config.autoencoder.downsample_factor)
     terms["loss"] = mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
     return terms
 
@@ -323,7 +326,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
             set_rng_state(state["rng"][ddp.rank])
         del state
     perceptual = build_perceptual(o.perceptual_weight, o.perceptual_net, device)
-    check_phase_crop(o.phase_weight, cfg.data.crop_size, pipe.config.autoencoder.downsample_factor)
+    phase_period = o.phase_period or pipe.config.autoencoder.downsample_factor
+    check_phase_crop(o.phase_weight, cfg.data.crop_size, phase_period)
     etas = pipe.schedule().etas.to(device, torch.float32)             # (T,)
 
     # ---- data: a keyed stream from `step` on; LR made on the device
@@ -387,7 +391,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
             with model.no_sync() if ddp.enabled and not last else nullcontext():
                 with autocast:
                     terms = training_loss(model, pipe, batch, etas=etas, seed=seed, perceptual=perceptual,
-                                          perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight)
+                                          perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight,
+                                          phase_period=phase_period)
                 scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
             sums += torch.stack([terms[key].detach().sum().to(sums) for key in summed]
                                 + [torch.tensor(float(len(terms["loss"]))).to(sums)])

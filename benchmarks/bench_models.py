@@ -16,7 +16,8 @@ The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed
         [--limit N] [--steps N] [--device auto] [--dtype auto] [--threads N] [--out bench-models]
 
 `--limit 2` with tiny random models checks in minutes that everything runs; `--realsr-model none` (or
-`--bicubic-model none`) leaves one model's runs out.
+`--bicubic-model none`) leaves one model's runs out; `--speed-only` times the models without the quality
+runs (the quality numbers don't depend on the machine's load, the times do).
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def main() -> None:
     parser.add_argument("--speed-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS / "bench_models.json")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the speed table (e.g. again on an idle machine), no quality runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)
@@ -140,7 +143,7 @@ def main() -> None:
         parser.error("both models are 'none': nothing to benchmark")
     pipes = {name: load_model(spec, device=args.device, dtype=dtype) for name, spec in specs.items()}
     peers = peers_available()
-    results = quality_runs(args, pipes, peers)
+    results = {} if args.speed_only else quality_runs(args, pipes, peers)
     speed = speed_run(args, pipes, peers)
     payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),
                "models": {f"{name}-x4": spec for name, spec in specs.items()},
@@ -155,7 +158,8 @@ def main() -> None:
     args.results.parent.mkdir(exist_ok=True)
     atomic_write_json(args.results, payload)
     print(markdown(results, speed, args.speed_size))
-    print(f"\nwrote {args.results} and the grids under {args.out}/*/grid.png", file=sys.stderr)
+    grids = "" if args.speed_only else f" and the grids under {args.out}/*/grid.png"
+    print(f"\nwrote {args.results}{grids}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ contaminate each other). Runs:
   `memory.BYTES_PER_LATENT_PIXEL`.
 
     python benchmarks/bench_upscale.py [--sizes 512 1024 2048] [--untiled 512] [--fit 64 128 192]
-        [--steps N] [--threads 2] [--device cpu] [--dtype fp32]
+        [--steps N] [--threads 2] [--device cpu] [--dtype fp32] [--results FILE.json]
 
 On 2 CPU cores the default sizes take hours (about 25 s per 128x128 latent tile and step set);
 `--sizes 64 --untiled 64 --steps 1` checks that everything runs in a few minutes.
@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--results", type=Path,
+                        help="JSON file to write (default: benchmarks/results/bench_upscale_<device>.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,8 +152,8 @@ def main() -> None:
         report["memory_fit_runs"] = rows[len(runs):]
         report["memory_fit"] = fit_memory(rows[len(runs):])
         print("memory fit:", json.dumps(report["memory_fit"]))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench_upscale_{torch.device(args.device).type}.json"
+    out = args.results or RESULTS / f"bench_upscale_{torch.device(args.device).type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 

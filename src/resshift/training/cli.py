@@ -20,8 +20,9 @@ LATEST = "latest"
 def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train or fine-tune a model (single process, or under torchrun)",
-        description="Train a ResShift model from a YAML config (a file, or a bundled preset: tiny-cpu, "
-                    "realsr-x4-official, bicubic-x4-official); any value can be overridden as key.sub=value. "
+        description="Train a ResShift model from a YAML config (a file, or a bundled preset such as tiny-cpu, "
+                    "realsr-x4-official or compact-realsr-x4: docs/training.md lists them all, and so does "
+                    "the error for an unknown name); any value can be overridden as key.sub=value. "
                     "`resshift train export --checkpoint CKPT -o FOLDER` writes a checkpoint's EMA model "
                     "as a model folder. See docs/training.md.",
         epilog="examples:\n  resshift train tiny-cpu optim.total_steps=300 --out runs/tiny\n"

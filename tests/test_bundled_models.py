@@ -14,12 +14,10 @@ import pytest
 import torch
 
 from resshift.degradations.bicubic import imresize
-from resshift.evaluation import hole_psnr, hole_stlpips, masked_eval_set, model_inpaint, telea_inpaint
 from resshift.imageio import read_image, to_tensor
 from resshift.metrics import STLPIPS, phase_variance, psnr
 from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
 from resshift.training.logs import to_uint8
-from resshift.upscale import UpscaleOptions
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SET5 = DATA / "benchmarks" / "Set5"
@@ -81,35 +79,6 @@ def _val_sr_grid_margin(name: str) -> float:
     ours, bicubic = (np.mean([phase_variance(x - gt).item() for x, gt in zip(images[key], images["gt"])])
                      for key in ("ours", "bicubic"))
     return float(bicubic / ours)
-
-
-@lru_cache(maxsize=1)
-def _inpaint_scores(name: str) -> dict[str, np.ndarray]:
-    """ST-LPIPS and PSNR-Y in the holes of the model's and Telea's fills on the first Val_SR ground truths with
-    bench_inpaint.py's seeded masks: {"ours", "telea"}, each (images, 2)."""
-    _need(VAL_SR)
-    pipe, metric = load_model(name), STLPIPS.from_package("vgg")
-    scores: dict[str, list] = {"ours": [], "telea": []}
-    for item in masked_eval_set(VAL_SR / "gt", VAL_SR_COUNT, seed=0):
-        fills = {"ours": model_inpaint(pipe, UpscaleOptions(seed=0), item["masked"], item["mask"]),
-                 "telea": telea_inpaint(item["masked"], item["mask"])}
-        for key, fill in fills.items():
-            scores[key].append((hole_stlpips(metric, fill, item["gt"], item["mask"]),
-                                hole_psnr(fill, item["gt"], item["mask"])))
-    return {key: np.array(value) for key, value in scores.items()}
-
-
-def _inpaint_stlpips_gain_over_telea(name: str) -> float:
-    """Telea's mean ST-LPIPS in the holes over the model's: above 1 is issue #7's target."""
-    scores = _inpaint_scores(name)
-    return float(scores["telea"][:, 0].mean() / scores["ours"][:, 0].mean())
-
-
-def _inpaint_psnr_gap_to_telea(name: str) -> float:
-    """The model's mean PSNR-Y in the holes minus Telea's (dB): washed-out or tinted fills (the rejected
-    candidates, docs/models.md) fall 1.5-4.6 dB behind Telea; plausible colours stay close to it."""
-    scores = _inpaint_scores(name)
-    return float(scores["ours"][:, 1].mean() - scores["telea"][:, 1].mean())
 
 
 # name -> [(check, the least value it must reach)]. Thresholds sit a little under the measured value

@@ -163,6 +163,18 @@ def test_mask_usage_errors(tmp_path, cli, inpaint_model):
     assert code == 2 and "no such file or folder" in err
 
 
+@pytest.mark.parametrize("command, files", [
+    ("inpaint", "resshift_inpaint_imagenet_s4.pth --autoencoder autoencoder_vq_f4.pth"),
+    ("restore-face", "resshift_faceir_s4.pth --autoencoder ffhq512_vq_f8_dim8_face.pth")])
+def test_tasks_without_a_bundled_model_name_their_official_files(tmp_path, cli, command, files):
+    """No --model and nothing bundled for the task: a usage error whose hint converts that task's checkpoints."""
+    source = save_photos(tmp_path / "in", 1)[0]
+    mask_args = ["-m", save_mask(tmp_path / "mask.png")] if command == "inpaint" else []
+    code, _, err = cli(command, "-i", source, *mask_args, "-o", tmp_path / "out")
+    assert code == 2 and "no --model given" in err and files in err
+    assert not any((tmp_path / "out").rglob("*"))
+
+
 def test_restore_face_512_and_refuses_other_sizes(tmp_path, cli, face_model):
     folder = tmp_path / "in"
     folder.mkdir()

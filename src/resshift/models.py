@@ -28,10 +28,20 @@ __all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-HOW_TO_GET_A_MODEL = (
-    "convert the official checkpoints once, e.g. `resshift convert --unet resshift_realsrx4_s4_v3.pth "
-    "--autoencoder autoencoder_vq_f4.pth -o models/realsr-v3`, then pass `--model models/realsr-v3` "
-    "(or pass the official files directly: `--model UNET.pth --autoencoder AUTOENCODER.pth`)")
+# The official files of each task (README's preset table), for the hint when a model is missing.
+OFFICIAL_EXAMPLES: dict[Task, tuple[str, str, str]] = {
+    "sr": ("resshift_realsrx4_s4_v3.pth", "autoencoder_vq_f4.pth", "realsr-v3"),
+    "inpaint": ("resshift_inpaint_imagenet_s4.pth", "autoencoder_vq_f4.pth", "inpaint-imagenet"),
+    "face": ("resshift_faceir_s4.pth", "ffhq512_vq_f8_dim8_face.pth", "faceir"),
+}
+
+
+def how_to_get_a_model(task: Task = "sr") -> str:
+    """The hint that ends every 'no usable model' error, with the official files of `task`."""
+    unet, autoencoder, name = OFFICIAL_EXAMPLES[task]
+    return (f"convert the official checkpoints once, e.g. `resshift convert --unet {unet} "
+            f"--autoencoder {autoencoder} -o models/{name}`, then pass `--model models/{name}` "
+            "(or pass the official files directly: `--model UNET.pth --autoencoder AUTOENCODER.pth`)")
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Opt
     if spec is None:
         if default_for not in DEFAULT_MODELS:
             raise ConfigError(f"no --model given, and resshift bundles no {default_for!r} model yet; "
-                              f"{HOW_TO_GET_A_MODEL}")
+                              f"{how_to_get_a_model(default_for)}")
         spec = DEFAULT_MODELS[default_for]
     folder = model_folder(spec)
     if folder is not None:
@@ -139,11 +149,13 @@ def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Opt
     if path.is_file():
         if autoencoder is None:
             raise ConfigError(f"--model {spec}: an official UNet checkpoint needs its autoencoder too "
-                              f"(--autoencoder autoencoder_vq_f4.pth); or {HOW_TO_GET_A_MODEL}")
+                              f"(--autoencoder {OFFICIAL_EXAMPLES[default_for][1]}); "
+                              f"or {how_to_get_a_model(default_for)}")
         return ResShiftPipeline.from_official(path, autoencoder, task, device=device, dtype=dtype)
     known = f"bundled models: {', '.join(BUNDLED)}" if BUNDLED else "no bundled models are installed"
     what = "no such file" if path.suffix.lower() in CHECKPOINT_SUFFIXES else "no such folder or file"
-    raise ConfigError(f"--model {spec}: {what}, and not a bundled model name ({known}); {HOW_TO_GET_A_MODEL}")
+    raise ConfigError(f"--model {spec}: {what}, and not a bundled model name ({known}); "
+                      f"{how_to_get_a_model(default_for)}")
 
 
 def _no_official_options(spec: str, autoencoder: Optional[str], task: Optional[str]) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from .errors import ConfigError
 from .pipeline import CONFIG_NAME, ResShiftPipeline
-from .presets import Task
+from .presets import PRESETS, Task
 
 __all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "model_folder", "resolve_device",
            "resolve_dtype"]
@@ -28,19 +28,16 @@ __all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-# The official files of each task (README's preset table), for the hint when a model is missing.
-OFFICIAL_EXAMPLES: dict[Task, tuple[str, str, str]] = {
-    "sr": ("resshift_realsrx4_s4_v3.pth", "autoencoder_vq_f4.pth", "realsr-v3"),
-    "inpaint": ("resshift_inpaint_imagenet_s4.pth", "autoencoder_vq_f4.pth", "inpaint-imagenet"),
-    "face": ("resshift_faceir_s4.pth", "ffhq512_vq_f8_dim8_face.pth", "faceir"),
-}
+# The official model each task's hint names when no usable model was given.
+EXAMPLE_PRESETS: dict[Task, str] = {"sr": "realsr-v3", "inpaint": "inpaint-imagenet", "face": "faceir"}
 
 
 def how_to_get_a_model(task: Task = "sr") -> str:
     """The hint that ends every 'no usable model' error, with the official files of `task`."""
-    unet, autoencoder, name = OFFICIAL_EXAMPLES[task]
-    return (f"convert the official checkpoints once, e.g. `resshift convert --unet {unet} "
-            f"--autoencoder {autoencoder} -o models/{name}`, then pass `--model models/{name}` "
+    preset = PRESETS[EXAMPLE_PRESETS[task]]
+    return (f"convert the official checkpoints once, e.g. `resshift convert --unet {preset.unet_file} "
+            f"--autoencoder {preset.autoencoder_file} -o models/{preset.name}`, then pass "
+            f"`--model models/{preset.name}` "
             "(or pass the official files directly: `--model UNET.pth --autoencoder AUTOENCODER.pth`)")
 
 
@@ -149,7 +146,7 @@ def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Opt
     if path.is_file():
         if autoencoder is None:
             raise ConfigError(f"--model {spec}: an official UNet checkpoint needs its autoencoder too "
-                              f"(--autoencoder {OFFICIAL_EXAMPLES[default_for][1]}); "
+                              f"(--autoencoder {PRESETS[EXAMPLE_PRESETS[default_for]].autoencoder_file}); "
                               f"or {how_to_get_a_model(default_for)}")
         return ResShiftPipeline.from_official(path, autoencoder, task, device=device, dtype=dtype)
     known = f"bundled models: {', '.join(BUNDLED)}" if BUNDLED else "no bundled models are installed"

@@ -37,6 +37,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import DTYPES, RESULTS, machine  # noqa: E402  (helpers shared by the benchmarks)
 
+from resshift.fileio import atomic_write_json  # noqa: E402
+
 SET5 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks" / "Set5" / "img_002.png"
 
 
@@ -154,7 +156,7 @@ def main() -> None:
         print("memory fit:", json.dumps(report["memory_fit"]))
     out = args.results or RESULTS / f"bench_upscale_{torch.device(args.device).type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out, report)
     print(f"wrote {out}")
 
 

@@ -16,6 +16,10 @@ nothing outside the holes counts:
                      the network sees them with their surroundings; the distance is a mean over the whole
                      image, so it grows with the hole area: compare methods on the same masks only.
   PSNR in holes      10 log10(255² / MSE over the hole pixels), on BT.601 Y.
+  shift RMS          how far the fill moves when the image moves by a few pixels (`hole_shift_rms`), in
+                     8-bit levels: 0 for a fill that follows the image (Telea), the amplitude of any
+                     pattern tied to the latent cells or attention windows (a plaid, which ST-LPIPS
+                     barely sees). Not timed.
 Time: wall-clock seconds per image for each method alone (no reading or scoring), after one untimed
 warm-up image; on CUDA the model's result is on the host when the clock stops.
 
@@ -41,7 +45,8 @@ import torch
 from resshift.degradations.cli import contact_sheet
 from resshift.degradations.masks import EVAL_HOLE_RANGE
 from resshift.errors import ResShiftError
-from resshift.evaluation import hole_psnr, hole_stlpips, masked_eval_set, model_inpaint, telea_inpaint
+from resshift.evaluation import (hole_psnr, hole_shift_rms, hole_stlpips, masked_eval_set, model_inpaint,
+                                 telea_inpaint)
 from resshift.fileio import atomic_write_json
 from resshift.metrics import STLPIPS
 from resshift.models import DEFAULT_MODELS, load_model, resolve_device, resolve_dtype
@@ -103,16 +108,17 @@ def main() -> None:
         predictions[method], seconds = timed(run[method], items)
         for row, item, pred, sec in zip(rows, items, predictions[method], seconds):
             row[method] = {"stlpips_holes": hole_stlpips(lpips, pred, item["gt"], item["mask"], device),
-                           "psnr_holes": hole_psnr(pred, item["gt"], item["mask"]), "seconds": sec}
+                           "psnr_holes": hole_psnr(pred, item["gt"], item["mask"]),
+                           "shift_rms": hole_shift_rms(run[method], item["masked"], item["mask"]), "seconds": sec}
     means = {m: {k: statistics.fmean(row[m][k] for row in rows) for k in rows[0][m]} for m in METHODS}
 
     print(f"{len(items)} images from {args.gt}, holes {EVAL_HOLE_RANGE[0]:.0%}-{EVAL_HOLE_RANGE[1]:.0%} "
           f"(mean {statistics.fmean(r['hole_ratio'] for r in rows):.1%}), seed {args.seed}, model {spec}, "
           f"{device.type} {pipe.dtype}, {args.threads} threads")
-    print(f"{'method':16} {'ST-LPIPS in holes':>18} {'PSNR-Y in holes':>16} {'s / image':>10}")
+    print(f"{'method':16} {'ST-LPIPS in holes':>18} {'PSNR-Y in holes':>16} {'shift RMS':>10} {'s / image':>10}")
     for m in METHODS:
         print(f"{LABELS[m]:16} {means[m]['stlpips_holes']:18.4f} {means[m]['psnr_holes']:16.2f} "
-              f"{means[m]['seconds']:10.3f}")
+              f"{means[m]['shift_rms']:10.2f} {means[m]['seconds']:10.3f}")
     ours_better = means["ours"]["stlpips_holes"] < means["telea"]["stlpips_holes"]
     print(f"ours {'beats' if ours_better else 'does not beat'} Telea on ST-LPIPS inside the holes")
 

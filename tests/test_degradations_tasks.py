@@ -15,7 +15,7 @@ from resshift.degradations import (MASK_KINDS, FaceDegradation, MaskConfig, degr
                                    random_masks, random_masks_with_kinds)
 from resshift.degradations.masks import random_masks_in_range
 from resshift.errors import ConfigError, InputError
-from resshift.evaluation import hole_psnr, hole_stlpips, paste_into_holes
+from resshift.evaluation import SHIFTS, hole_psnr, hole_shift_rms, hole_stlpips, paste_into_holes
 from resshift.metrics import STLPIPS
 from resshift.training.config import load_config
 
@@ -141,6 +141,27 @@ def test_hole_psnr_sees_only_the_holes():
     assert hole_psnr(outside_only, gt, mask) == math.inf
     with pytest.raises(InputError, match="no hole"):
         hole_psnr(pred, gt, np.zeros_like(mask))
+
+
+def test_hole_shift_rms_is_zero_for_a_fill_that_follows_the_image_and_measures_a_plaid():
+    """A fill computed from the pixels alone moves with them (0); one that adds a pattern tied to the array's
+    origin scores the RMS of (pattern moved by each shift - pattern) over the holes, in 8-bit levels."""
+    gt, mask, _ = hole_case()
+    masked = gt * (1 - mask[..., None])
+    assert hole_shift_rms(lambda image, holes: image * 0.5, masked, mask) == 0.0
+    rng = np.random.default_rng(2)
+    cell = rng.uniform(-8, 8, (4, 4, 3)).astype(np.float32) / 255
+
+    def plaid(image, holes):
+        return image + np.tile(cell, (image.shape[0] // 4 + 1, image.shape[1] // 4 + 1, 1))[: image.shape[0], : image.shape[1]]
+
+    pattern = np.tile(cell, (32, 32, 1))
+    holes = mask > 0.5
+    expected = np.mean([np.sqrt(np.mean((pattern[dy:dy + 64, dx:dx + 64][holes] - pattern[:64, :64][holes]) ** 2))
+                        for dy, dx in SHIFTS]) * 255
+    assert expected > 3 and hole_shift_rms(plaid, masked, mask) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(InputError, match="no hole"):
+        hole_shift_rms(plaid, masked, np.zeros_like(mask))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stlpips_pytorch") is None,

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import numpy as np
 import torch
 
@@ -33,6 +32,7 @@ from .data import list_images as list_image_files
 from .degradations.masks import EVAL_HOLE_RANGE, MaskConfig, random_masks_in_range
 from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_csv, atomic_write_json
+from .holes import telea_inpaint
 from .imageio import Image, read_image
 from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
@@ -40,8 +40,8 @@ from .pipeline import ResShiftPipeline
 from .upscale import IMAGE_SUFFIXES, UpscaleOptions, find_inputs, upscale_image
 
 __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Row", "evaluate_folders",
-           "hole_psnr", "hole_stlpips", "list_images", "masked_eval_set", "model_inpaint", "paste_into_holes",
-           "telea_inpaint"]
+           "hole_psnr", "hole_shift_rms", "hole_stlpips", "list_images", "masked_eval_set", "model_inpaint",
+           "paste_into_holes", "telea_inpaint"]
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
 NO_REFERENCE = ("niqe",)
@@ -307,6 +307,29 @@ def hole_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, y_channel: boo
     return math.inf if mse == 0 else 10.0 * math.log10(PEAK**2 / mse)
 
 
+SHIFTS = ((1, 2), (3, 7), (6, 13))   # pixel offsets of `hole_shift_rms`: odd and even, off every lattice
+
+
+def hole_shift_rms(fill, masked: np.ndarray, mask: np.ndarray, shifts=SHIFTS) -> float:
+    """How much a method's fill moves when the image moves: `fill(masked, mask)` run on the image shifted
+    by each (dy, dx) (reflect-padded at the top and left, cropped back), the RMS difference from the
+    unshifted fill over the hole pixels, in 8-bit levels, averaged over the shifts. A fill that follows
+    the image scores about 0; a pattern tied to the grid of latent cells or attention windows (a plaid,
+    to which ST-LPIPS is nearly blind) scores its amplitude."""
+    holes = mask > 0.5
+    if not holes.any():
+        raise InputError("the mask has no hole: nothing to score")
+    base = fill(masked, mask)
+    height, width = mask.shape
+    differences = []
+    for dy, dx in shifts:
+        padded = fill(np.pad(masked, ((dy, 0), (dx, 0), (0, 0)), mode="reflect"),
+                      np.pad(mask, ((dy, 0), (dx, 0)), mode="reflect"))
+        moved = padded[dy:dy + height, dx:dx + width]
+        differences.append(float(np.sqrt(np.mean((moved[holes] - base[holes]) ** 2))) * PEAK)
+    return float(np.mean(differences))
+
+
 def hole_stlpips(lpips: STLPIPS, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
                  device: str | torch.device = "cpu") -> float:
     """ST-LPIPS between `gt` and `gt` with `pred` pasted into the holes.
@@ -320,9 +343,6 @@ def hole_stlpips(lpips: STLPIPS, pred: np.ndarray, gt: np.ndarray, mask: np.ndar
     a, b = (_to_batch(x.astype(np.float32, copy=False), device) for x in pair)  # the network's dtype
     with torch.no_grad():
         return float(lpips(a, b)[0])
-
-
-TELEA_RADIUS = 3      # OpenCV's documented example radius
 
 
 def masked_eval_set(folder: str | Path, limit: int, seed: int) -> list[dict]:
@@ -343,13 +363,6 @@ def masked_eval_set(folder: str | Path, limit: int, seed: int) -> list[dict]:
 def eight_bit(pixels: np.ndarray) -> np.ndarray:
     """Rounded to the 8-bit grid, as a written file, back in [0, 1] float32."""
     return (np.round(np.clip(pixels, 0, 1) * 255) / 255).astype(np.float32)
-
-
-def telea_inpaint(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """OpenCV's cv2.inpaint (Telea's fast marching method) on 8-bit pixels: the classical baseline."""
-    pixels = np.round(masked * 255).astype(np.uint8)
-    holes = (mask > 0.5).astype(np.uint8) * 255
-    return cv2.inpaint(pixels, holes, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / 255
 
 
 def model_inpaint(pipe: ResShiftPipeline, options: UpscaleOptions, masked: np.ndarray, mask: np.ndarray) -> np.ndarray:

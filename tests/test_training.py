@@ -184,9 +184,8 @@ def test_learning_rate_schedule():
 
 def test_residual_prediction_loss_of_a_silent_network_is_the_lq_latent_error(hr_folder):
     """predict_residual: x0 = output + z_y, so a network that outputs zeros scores mean((z_y - z0)^2)."""
-    pipe = ResShiftPipeline.from_config(dataclasses.replace(TINY_MODEL, predict_residual=True))
-    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
-    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
+    pipe = build_pipeline(ModelSpec(config=dataclasses.replace(TINY_MODEL, predict_residual=True)), seed=0)
+    assert not pipe.unet.out[-1].weight.any()                # training starts at zero output, as the official UNet
     hq = torch.stack([HRFolderDataset([hr_folder], 32, seed=0)[i]["hq"] for i in range(2)])
     lq = degrade_batch(hq, "bicubic", 4, keyed_generator(0))
     batch = {"hq": hq, "lq": lq, "sample": torch.arange(2)}
@@ -456,6 +455,44 @@ SMALL_MASKS = ["data.degradation=inpaint", f"model.config={json.dumps(TINY_INPAI
                "box_max_size: 14}"]
 
 
+def test_shift_term_is_zero_for_an_equivariant_network_and_measures_a_plaid():
+    """optim.shift_weight: a network that acts pixel by pixel scores 0; one that adds a fixed pattern per
+    latent cell (a 4-pixel plaid P) scores mean((P - P rolled back by the batch's offset)^2) over the holes
+    away from the borders, computed here from the offset and the plaid alone."""
+    from resshift.data import synthesize_batch
+    from resshift.training.trainer import SHIFT_MARGIN, draw_shift
+    pipe = ResShiftPipeline.from_config(ModelConfig.from_dict({**TINY_INPAINT, "predict_residual": True}))
+    masks = load_config("compact-inpaint-telea", []).data.masks
+    batch = synthesize_batch(torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(4)), "inpaint", 1,
+                             keyed_generator(5), masks=masks) | {"sample": torch.tensor([3, 8])}
+    etas = pipe.schedule().etas.float()
+    cell = torch.randn(1, 48, 1, 1, generator=torch.Generator().manual_seed(6)) * 0.1   # one value per phase
+
+    def shift_term(network):
+        return training_loss(network, pipe, batch, etas=etas, seed=0, perceptual=None, shift_weight=2.0)
+
+    pointwise = shift_term(lambda x, t, **cond: 0.5 * x)
+    assert torch.equal(pointwise["shift"], torch.zeros(2)) and torch.equal(pointwise["loss"], pointwise["mse"])
+    plaid = shift_term(lambda x, t, **cond: cell.expand_as(x))
+    dy, dx = draw_shift(batch["sample"], 0)
+    pattern = torch.nn.functional.pixel_shuffle(cell.expand(1, 48, 24, 24), 4)          # (1, 3, 96, 96)
+    inner = (..., slice(SHIFT_MARGIN, -SHIFT_MARGIN), slice(SHIFT_MARGIN, -SHIFT_MARGIN))
+    squared = (torch.roll(pattern, (-dy, -dx), dims=(-2, -1)) - pattern)[inner].square().sum(1, keepdim=True)
+    hole = batch["mask"][inner]
+    expected = (squared * hole).sum(dim=(1, 2, 3)) / (3 * hole.sum(dim=(1, 2, 3)))
+    assert (dy % 4, dx % 4) != (0, 0) and hole.sum(dim=(1, 2, 3)).min() > 100 and expected.min() > 1e-3
+    torch.testing.assert_close(plaid["shift"], expected)
+    torch.testing.assert_close(plaid["loss"], plaid["mse"] + 2.0 * expected)
+
+
+def test_shift_term_needs_the_unshuffle_latent(hr_folder, tmp_path):
+    vq = {"type": "vqgan", "ch": 32, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "n_embed": 64}
+    config = tiny_config(hr_folder, f"model.config.autoencoder={vq}", "model.config.unet.in_channels=3",
+                         "model.config.unet.out_channels=3", "model.random_autoencoder=true", "optim.shift_weight=1.0")
+    with pytest.raises(ConfigError, match="shift_weight needs the pixel-unshuffle latent"):
+        train(config, tmp_path / "run")
+
+
 def test_inpainting_trains_and_resumes_with_the_same_masks(hr_folder, tmp_path):
     val = tmp_path / "val"
     write_images(val, 2, size=(40, 40), seed=9)
@@ -474,15 +511,14 @@ def test_inpainting_trains_and_resumes_with_the_same_masks(hr_folder, tmp_path):
     assert torch.equal(a["lq"], hq * (1 - a["mask"]))
 
 
-def test_training_and_inference_show_the_network_the_same_smoothly_filled_holes():
-    """hole_fill 'smooth': the trainer and the pipeline give the UNet the pull-push fill as its LQ input, and
-    with predict_residual a silent network returns exactly that fill (the chain's start, z_y)."""
+@pytest.mark.parametrize("how", ["smooth", "telea"])
+def test_training_and_inference_show_the_network_the_same_filled_holes(how):
+    """hole_fill 'smooth' / 'telea': the trainer and the pipeline give the UNet the same filled holes as its LQ
+    input, and with predict_residual an untrained network returns exactly that fill (the chain's start, z_y)."""
     from resshift.data import synthesize_batch
-    from resshift.holes import smooth_fill
-    pipe = ResShiftPipeline.from_config(ModelConfig.from_dict({**TINY_INPAINT, "hole_fill": "smooth",
-                                                               "predict_residual": True}))
-    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
-    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
+    from resshift.holes import fill_holes
+    pipe = build_pipeline(ModelSpec(config=ModelConfig.from_dict({**TINY_INPAINT, "hole_fill": how,
+                                                                   "predict_residual": True})), seed=0)
     masks = load_config("tiny-inpaint-cpu", []).data.masks
     batch = synthesize_batch(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)), "inpaint", 1,
                              keyed_generator(5), masks=masks)
@@ -491,7 +527,7 @@ def test_training_and_inference_show_the_network_the_same_smoothly_filled_holes(
     training_loss(pipe.unet, pipe, {**batch, "sample": torch.arange(2)}, etas=pipe.schedule().etas.float(), seed=0,
                   perceptual=None)
     restored = pipe.restore(batch["lq"], batch["mask"], generator=torch.Generator().manual_seed(0))
-    expected = smooth_fill(batch["lq"] * 2 - 1, batch["mask"])
+    expected = fill_holes(batch["lq"] * 2 - 1, batch["mask"], how)
     assert batch["mask"].mean() > 0.05 and not torch.equal(expected, batch["lq"] * 2 - 1)
     for lq in seen:
         torch.testing.assert_close(lq, expected, rtol=0, atol=1e-6)

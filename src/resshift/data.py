@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Purposes that key the generators, so that no two kinds of draw share a stream.
-KEY_PERMUTATION, KEY_AUGMENT, KEY_NOISE, KEY_DEGRADE, KEY_VALIDATION, KEY_INIT = range(1, 7)
+KEY_PERMUTATION, KEY_AUGMENT, KEY_NOISE, KEY_DEGRADE, KEY_VALIDATION, KEY_INIT, KEY_SHIFT = range(1, 8)
 
 
 def keyed_seed(*keys: int) -> int:

@@ -114,6 +114,8 @@ class OptimConfig:
     phase_weight: float = 0.0          # sub-pixel phase variance of the decoded error (metrics.phase); 0 disables
     phase_period: int | None = None    # its period in pixels (None: the latent's f); a multiple of f also
                                        # catches patterns of the UNet's coarser stages (2f: the 1/2 stage)
+    shift_weight: float = 0.0          # shift consistency: the batch rolled must give the prediction rolled
+                                       # (trainer.shift_inconsistency); pixel-unshuffle latents; 0 disables
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -122,8 +124,9 @@ class OptimConfig:
             raise ConfigError(f"need 0 < optim.min_lr <= optim.lr, got {self.min_lr} and {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"optim.ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if min(self.grad_clip, self.perceptual_weight, self.phase_weight, self.weight_decay) < 0:
-            raise ConfigError("optim.grad_clip, perceptual_weight, phase_weight and weight_decay must not be negative")
+        if min(self.grad_clip, self.perceptual_weight, self.phase_weight, self.shift_weight, self.weight_decay) < 0:
+            raise ConfigError("optim.grad_clip, perceptual_weight, phase_weight, shift_weight and weight_decay "
+                              "must not be negative")
         if self.phase_period is not None and self.phase_period < 2:
             raise ConfigError(f"optim.phase_period must be at least 2 pixels, got {self.phase_period}")
 

@@ -13,6 +13,10 @@ Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
     phase                 phase_variance(decode(pred) - hq, optim.phase_period or f): keeps the f x f
                           sub-pixel phases of a space-to-depth latent together (ours; the perceptual term
                           alone lets them drift)
+    shift                 mean (roll^-1 pred(rolled batch) - pred)^2 in the holes (whole image for SR): the
+                          same batch rolled by a random offset must give the rolled prediction, so nothing
+                          the network adds may depend on where the latent cells and Swin windows fall
+                          (ours: on featureless holes the perceptual term otherwise draws a plaid)
 
 A step is `grad_accum` micro-batches on each of the processes; `optim.batch_size` is the global number
 of images per optimizer step. Every random draw is keyed by (seed, step or sample): crops and data
@@ -36,18 +40,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from resshift import diffusion
 from resshift.checkpoints import load_weights, read_official, read_safetensors
-from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_VALIDATION, HRFolderDataset,
+from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_SHIFT, KEY_VALIDATION, HRFolderDataset,
                            StreamBatchSampler, keyed_generator, keyed_seed, load_validation_set, make_loader,
                            synthesize_batch)
 from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import phase_variance, psnr
 from resshift.metrics.phase import WINDOW as PHASE_WINDOW
 from resshift.models import model_folder
+from resshift.nets.unshuffle import UnshuffleConfig
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
 from resshift.training import distributed
@@ -58,6 +64,8 @@ from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SHIFT_RANGE = 64     # input pixels: offsets of the shift term cover the compact UNet's 1/2-stage Swin window
+SHIFT_MARGIN = 16    # output pixels by each border that the shift term leaves out: the wrapped seam's reach
 
 
 # --------------------------------------------------------------------------- the model
@@ -93,7 +101,8 @@ def with_config(pipe: ResShiftPipeline, config: Optional[ModelConfig]) -> ResShi
 
 
 def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
-    """The pipeline to train, on the CPU in float32: fine-tuned weights, or a seeded random UNet."""
+    """The pipeline to train, on the CPU in float32: fine-tuned weights, or a seeded random UNet whose
+    output layer starts at zero."""
     if spec.pretrained is not None:
         return with_config(ResShiftPipeline.from_pretrained(pretrained_folder(spec.pretrained)), spec.config)
     if spec.official_unet is not None:
@@ -101,6 +110,9 @@ def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(keyed_seed(seed, KEY_INIT))
         pipe = ResShiftPipeline.from_config(model_config_of(spec))
+    # As the official UNet's zero_module: training starts from a zero output (with predict_residual, the input)
+    torch.nn.init.zeros_(pipe.unet.out[-1].weight)
+    torch.nn.init.zeros_(pipe.unet.out[-1].bias)
     if any(True for _ in pipe.autoencoder.parameters()):
         path = spec.autoencoder_weights
         if path is not None:
@@ -180,13 +192,50 @@ def draw_t_and_noise(samples: torch.Tensor, seed: int, num_steps: int,
     return torch.cat(ts).to(like.device), torch.stack(noise).to(like.device, like.dtype)
 
 
+def check_shift(weight: float, pipe: ResShiftPipeline, crop_size: int) -> None:
+    if weight > 0 and not isinstance(pipe.config.autoencoder, UnshuffleConfig):
+        raise ConfigError("optim.shift_weight needs the pixel-unshuffle latent (model.config.autoencoder.type: "
+                          "unshuffle), whose latent rolls by any number of pixels")
+    if weight > 0 and crop_size * pipe.config.scale <= 4 * SHIFT_MARGIN:
+        raise ConfigError(f"optim.shift_weight needs HQ crops over {4 * SHIFT_MARGIN} pixels, got "
+                          f"{crop_size * pipe.config.scale}")
+
+
+def draw_shift(samples: torch.Tensor, seed: int) -> tuple[int, int]:
+    """The batch's roll for the shift term, (dy, dx) in input pixels, keyed by its first sample id."""
+    dy, dx = torch.randint(1, SHIFT_RANGE, (2,), generator=keyed_generator(seed, KEY_SHIFT, int(samples[0])))
+    return int(dy), int(dx)
+
+
+def roll_latent(latent: torch.Tensor, shift: tuple[int, int], factor: int) -> torch.Tensor:
+    """A pixel-unshuffle latent of the image rolled by `shift` pixels (exact: the latent is a permutation)."""
+    return F.pixel_unshuffle(torch.roll(F.pixel_shuffle(latent, factor), shift, dims=(-2, -1)), factor)
+
+
+def shift_inconsistency(predict, pipe: ResShiftPipeline, x_t: torch.Tensor, z_y: torch.Tensor,
+                        cond: dict[str, torch.Tensor], pred: torch.Tensor, shift: tuple[int, int],
+                        hole: Optional[torch.Tensor]) -> torch.Tensor:
+    """Per sample: mean squared difference, in the holes (or everywhere) away from the borders, between
+    `pred` and the prediction for the batch rolled by `shift` input pixels, rolled back. `predict(x_t,
+    z_y, cond)` is the network's x0 prediction; the roll wraps, so the seam lands on the borders."""
+    factor, scale = pipe.config.autoencoder.downsample_factor, pipe.config.scale
+    out_shift = (shift[0] * scale, shift[1] * scale)
+    rolled = predict(roll_latent(x_t, out_shift, factor), roll_latent(z_y, out_shift, factor),
+                     {key: torch.roll(value, shift, dims=(-2, -1)) for key, value in cond.items()})
+    back = roll_latent(rolled, (-out_shift[0], -out_shift[1]), factor)
+    inner = (..., slice(SHIFT_MARGIN, -SHIFT_MARGIN), slice(SHIFT_MARGIN, -SHIFT_MARGIN))
+    diff = F.pixel_shuffle(back - pred, factor)[inner]                          # (N, C, H', W')
+    weight = torch.ones_like(diff[:, :1]) if hole is None else hole[inner].to(diff)
+    return (diff.square() * weight).sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * diff.shape[1]).clamp_min(1)
+
+
 def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[str, torch.Tensor], *,
                   etas: torch.Tensor, seed: int, perceptual: Optional[torch.nn.Module],
                   perceptual_weight: float = 0.0, phase_weight: float = 0.0,
-                  phase_period: Optional[int] = None) -> dict[str, torch.Tensor]:
-    """Per-sample terms {loss, mse, perceptual, phase}, each (N,), for a batch {hq, lq, sample[, mask]};
-    perceptual and phase are unweighted, loss is their weighted sum with mse. The phase period defaults
-    to the latent's downsampling factor."""
+                  phase_period: Optional[int] = None, shift_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Per-sample terms {loss, mse, perceptual, phase, shift}, each (N,), for a batch {hq, lq, sample[, mask]};
+    perceptual, phase and shift are unweighted, loss is their weighted sum with mse. The phase period
+    defaults to the latent's downsampling factor."""
     hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
     kappa = pipe.config.schedule.kappa
     y = lq * 2 - 1
@@ -200,17 +249,25 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
         z_y = pipe.encode(pipe._upsample(y))                          # the conditioning inference uses
     t, noise = draw_t_and_noise(batch["sample"], seed, len(etas), z0)
     eta = etas[t].view(-1, 1, 1, 1)                                   # (N, 1, 1, 1)
+
+    def predict(x_t: torch.Tensor, z_y: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        return pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
+
     x_t = diffusion.q_sample(z0, z_y, eta, kappa, noise)
-    pred = pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
+    pred = predict(x_t, z_y, cond)
     mse = (pred - z0).square().mean(dim=(1, 2, 3))
-    terms = {"mse": mse, "perceptual": torch.zeros_like(mse), "phase": torch.zeros_like(mse)}
+    terms = {key: torch.zeros_like(mse) for key in ("perceptual", "phase", "shift")} | {"mse": mse}
+    if shift_weight > 0:
+        terms["shift"] = shift_inconsistency(predict, pipe, x_t, z_y, cond, pred, draw_shift(batch["sample"], seed),
+                                             batch.get("mask"))
     if perceptual is not None or phase_weight > 0:
         image = (decode_for_loss(pipe, pred) + 1) / 2                 # (N, 3, H, W) in [0, 1]
         if perceptual is not None:
             terms["perceptual"] = perceptual(image, hq).float()
         if phase_weight > 0:
             terms["phase"] = phase_variance(image - hq, phase_period or pipe.config.autoencoder.downsample_factor)
-    terms["loss"] = mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
+    terms["loss"] = (mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
+                     + shift_weight * terms["shift"])
     return terms
 
 
@@ -328,6 +385,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
     perceptual = build_perceptual(o.perceptual_weight, o.perceptual_net, device)
     phase_period = o.phase_period or pipe.config.autoencoder.downsample_factor
     check_phase_crop(o.phase_weight, cfg.data.crop_size, phase_period)
+    check_shift(o.shift_weight, pipe, cfg.data.crop_size)
     etas = pipe.schedule().etas.to(device, torch.float32)             # (T,)
 
     # ---- data: a keyed stream from `step` on; LR made on the device
@@ -379,7 +437,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
 
     # ---- the loop
     history: list[dict] = []
-    summed = ("loss", "mse", "perceptual", "phase")
+    summed = ("loss", "mse", "perceptual", "phase", "shift")
     sums = torch.zeros(len(summed) + 1, device=device, dtype=torch.float64)   # the terms, then images
     clock, data_time, steps_timed = time.perf_counter(), 0.0, 0
     while step < o.total_steps and (stop_after is None or step < stop_after):
@@ -392,7 +450,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
                 with autocast:
                     terms = training_loss(model, pipe, batch, etas=etas, seed=seed, perceptual=perceptual,
                                           perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight,
-                                          phase_period=phase_period)
+                                          phase_period=phase_period, shift_weight=o.shift_weight)
                 scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
             sums += torch.stack([terms[key].detach().sum().to(sums) for key in summed]
                                 + [torch.tensor(float(len(terms["loss"]))).to(sums)])
@@ -416,9 +474,9 @@ def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume
                    "lr": lr, "grad_norm": float(grad_norm),
                    "images_per_s": steps_timed * o.batch_size / elapsed, "data_frac": data_time / elapsed}
             sums.zero_()
-            log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  lr %.3g  %.1f img/s  data %.0f%%",
-                     step, row["loss"], row["mse"], row["perceptual"], row["phase"], lr, row["images_per_s"],
-                     100 * row["data_frac"])
+            log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  lr %.3g  %.1f img/s  "
+                     "data %.0f%%", step, row["loss"], row["mse"], row["perceptual"], row["phase"], row["shift"], lr,
+                     row["images_per_s"], 100 * row["data_frac"])
         if val_set is not None and step % cfg.run.val_interval == 0:
             row["step"] = step
             row["val_psnr"], rows = validate(pipe, ema, val_set, seed=seed, steps=cfg.run.val_steps,

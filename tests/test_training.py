@@ -596,6 +596,21 @@ def test_smooth_inpainting_preset_fine_tunes_stage_one_networks_under_a_new_chai
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
+def test_telea_inpainting_preset_trains_compact_inpaints_network_from_scratch_with_the_shift_term():
+    """compact-inpaint-telea (inpaint-natural's recipe): compact-inpaint's networks from random weights, one
+    step with kappa 0.1, Telea-filled holes, the journal's perceptual weight and the shift term."""
+    from resshift.training.trainer import check_shift, model_config_of
+    config = load_config("compact-inpaint-telea")
+    model = model_config_of(config.model)
+    stage_one = model_config_of(load_config("compact-inpaint").model)
+    assert config.model.pretrained is None and (model.unet, model.autoencoder) == (stage_one.unet, stage_one.autoencoder)
+    assert model.hole_fill == "telea" and model.predict_residual
+    assert (model.schedule.num_steps, model.schedule.kappa) == (1, 0.1)
+    assert (config.optim.perceptual_weight, config.optim.shift_weight, config.optim.phase_weight) == (10.0, 2000.0, 0.0)
+    check_shift(config.optim.shift_weight, ResShiftPipeline.from_config(model), config.data.crop_size)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
 def test_ema_warmup_decay_in_closed_form() -> None:
     from resshift.training.trainer import ema_decay_at
     assert ema_decay_at(1, 0.999, True) == pytest.approx(2 / 11)

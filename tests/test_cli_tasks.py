@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -166,8 +167,9 @@ def test_mask_usage_errors(tmp_path, cli, inpaint_model):
 @pytest.mark.parametrize("command, files", [
     ("inpaint", "resshift_inpaint_imagenet_s4.pth --autoencoder autoencoder_vq_f4.pth"),
     ("restore-face", "resshift_faceir_s4.pth --autoencoder ffhq512_vq_f8_dim8_face.pth")])
-def test_tasks_without_a_bundled_model_name_their_official_files(tmp_path, cli, command, files):
+def test_tasks_without_a_bundled_model_name_their_official_files(tmp_path, cli, monkeypatch, command, files):
     """No --model and nothing bundled for the task: a usage error whose hint converts that task's checkpoints."""
+    monkeypatch.setattr("resshift.models.DEFAULT_MODELS", {"sr": "realsr-x4"})   # whatever is bundled today
     source = save_photos(tmp_path / "in", 1)[0]
     mask_args = ["-m", save_mask(tmp_path / "mask.png")] if command == "inpaint" else []
     code, _, err = cli(command, "-i", source, *mask_args, "-o", tmp_path / "out")
@@ -209,3 +211,21 @@ def test_commands_refuse_models_of_other_tasks(tmp_path, cli, inpaint_model, fac
         code, _, err = cli(*argv, "-i", source, "-o", tmp_path / "out")
         assert code == 2 and hint in err, err
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_inpaint_without_a_model_uses_the_bundled_one(tmp_path, cli):
+    """`resshift inpaint` with no --model: the bundled inpaint-natural model keeps the known pixels and fills
+    the hole close to OpenCV's Telea fill, where it starts (computed here by cv2 itself), not black."""
+    source = tmp_path / "photo.png"
+    photo(3, (64, 64)).save(source)
+    mask = save_mask(tmp_path / "mask.png", box=(20, 20, 44, 44), size=(64, 64))
+    code, out, err = cli("inpaint", "-i", source, "-m", mask, "-o", tmp_path / "out", quiet=False)
+    assert code == 0, err
+    assert "inpaint: 1 done, 0 skipped, 0 failed" in out
+    result, original = pixels(tmp_path / "out" / "photo_out.png"), pixels(source)
+    hole = np.zeros((64, 64), bool)
+    hole[20:44, 20:44] = True
+    assert np.abs(result - original)[~hole].max() <= 1
+    holes = hole.astype(np.uint8) * 255
+    telea = cv2.inpaint(np.ascontiguousarray(original.astype(np.uint8)), holes, 3, cv2.INPAINT_TELEA).astype(np.int16)
+    assert np.abs(result - telea)[hole].mean() < 8 < np.abs(telea[hole]).mean()

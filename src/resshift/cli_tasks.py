@@ -39,8 +39,8 @@ masks:
   The known pixels are copied into the result exactly unless --no-paste-back.
 
 examples:
-  resshift inpaint -i photo.png -m hole.png -o out --model models/inpaint-imagenet
-  resshift inpaint -i photos -m masks -o filled --mask-dilate 4 --model models/inpaint-face
+  resshift inpaint -i photo.png -m hole.png -o out                  # the bundled inpaint-natural
+  resshift inpaint -i photos -m masks -o filled --mask-dilate 4 --model models/inpaint-imagenet
 """
 
 FACE_EPILOG = COMMON + """

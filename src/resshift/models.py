@@ -63,10 +63,12 @@ BUNDLED: dict[str, BundledModel] = {
     model.name: model for model in (
         BundledModel("realsr-x4", "sr", "x4 super-resolution of real photos: noise, blur, JPEG (one step, 4.5 M)"),
         BundledModel("bicubic-x4", "sr", "x4 super-resolution of clean images (bicubic-trained, one step, 4.5 M)"),
+        BundledModel("inpaint-natural", "inpaint", "inpainting of photos: fills the mask from its surroundings "
+                     "(Telea start, one step, 4.6 M)"),
     )
 }
 # The bundled model each command uses when no --model is given, by task.
-DEFAULT_MODELS: dict[Task, str] = {"sr": "realsr-x4"}
+DEFAULT_MODELS: dict[Task, str] = {"sr": "realsr-x4", "inpaint": "inpaint-natural"}
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

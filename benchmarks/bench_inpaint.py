@@ -109,7 +109,7 @@ def main() -> None:
         for row, item, pred, sec in zip(rows, items, predictions[method], seconds):
             row[method] = {"stlpips_holes": hole_stlpips(lpips, pred, item["gt"], item["mask"], device),
                            "psnr_holes": hole_psnr(pred, item["gt"], item["mask"]),
-                           "shift_rms": hole_shift_rms(run[method], item["masked"], item["mask"]), "seconds": sec}
+                           "shift_rms": hole_shift_rms(run[method], item["masked"], item["mask"], pred), "seconds": sec}
     means = {m: {k: statistics.fmean(row[m][k] for row in rows) for k in rows[0][m]} for m in METHODS}
 
     print(f"{len(items)} images from {args.gt}, holes {EVAL_HOLE_RANGE[0]:.0%}-{EVAL_HOLE_RANGE[1]:.0%} "

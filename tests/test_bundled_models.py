@@ -83,20 +83,26 @@ def _val_sr_grid_margin(name: str) -> float:
     return float(bicubic / ours)
 
 
+@lru_cache(maxsize=1)
 def _inpainting_set(name: str):
-    """The model as `resshift inpaint` runs it, and the first Val_SR ground truths under
-    benchmarks/bench_inpaint.py's seeded masks (seed 0)."""
+    """The model as `resshift inpaint` runs it, the first Val_SR ground truths under benchmarks/bench_inpaint.py's
+    seeded masks (seed 0), and the model's fills of them."""
     _need(VAL_SR)
     pipe, options = load_model(name), UpscaleOptions(seed=0)
-    return (lambda masked, mask: model_inpaint(pipe, options, masked, mask)), masked_eval_set(VAL_SR / "gt", VAL_SR_COUNT, 0)
+
+    def fill(masked, mask):
+        return model_inpaint(pipe, options, masked, mask)
+
+    items = masked_eval_set(VAL_SR / "gt", VAL_SR_COUNT, 0)
+    return fill, items, [fill(item["masked"], item["mask"]) for item in items]
 
 
 def _hole_stlpips_gain_over_telea(name: str) -> float:
     """Telea's mean ST-LPIPS (VGG) inside the holes over the model's: above 1 beats Telea (issue #7's target)."""
-    fill, items = _inpainting_set(name)
+    _, items, fills = _inpainting_set(name)
     metric = STLPIPS.from_package("vgg")
-    telea, ours = (np.mean([hole_stlpips(metric, method(item["masked"], item["mask"]), item["gt"], item["mask"])
-                            for item in items]) for method in (telea_inpaint, fill))
+    telea, ours = (np.mean([hole_stlpips(metric, pred, item["gt"], item["mask"]) for pred, item in zip(preds, items)])
+                   for preds in ([telea_inpaint(item["masked"], item["mask"]) for item in items], fills))
     return float(telea / ours)
 
 
@@ -106,8 +112,9 @@ PLAID_LEVELS = 2.0   # 8-bit levels: the plaid-drawing candidates of docs/models
 def _hole_shift_headroom(name: str) -> float:
     """PLAID_LEVELS minus the model's mean `hole_shift_rms`: how far its fills stay from moving like a plaid
     when the image moves (Telea's move by 0)."""
-    fill, items = _inpainting_set(name)
-    return PLAID_LEVELS - float(np.mean([hole_shift_rms(fill, item["masked"], item["mask"]) for item in items]))
+    fill, items, fills = _inpainting_set(name)
+    return PLAID_LEVELS - float(np.mean([hole_shift_rms(fill, item["masked"], item["mask"], pred)
+                                         for item, pred in zip(items, fills)]))
 
 
 # name -> [(check, the least value it must reach)]. Thresholds sit a little under the measured value

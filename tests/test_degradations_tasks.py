@@ -148,7 +148,7 @@ def test_hole_shift_rms_is_zero_for_a_fill_that_follows_the_image_and_measures_a
     origin scores the RMS of (pattern moved by each shift - pattern) over the holes, in 8-bit levels."""
     gt, mask, _ = hole_case()
     masked = gt * (1 - mask[..., None])
-    assert hole_shift_rms(lambda image, holes: image * 0.5, masked, mask) == 0.0
+    assert hole_shift_rms(lambda image, holes: image * 0.5, masked, mask, masked * 0.5) == 0.0
     rng = np.random.default_rng(2)
     cell = rng.uniform(-8, 8, (4, 4, 3)).astype(np.float32) / 255
 
@@ -159,9 +159,10 @@ def test_hole_shift_rms_is_zero_for_a_fill_that_follows_the_image_and_measures_a
     holes = mask > 0.5
     expected = np.mean([np.sqrt(np.mean((pattern[dy:dy + 64, dx:dx + 64][holes] - pattern[:64, :64][holes]) ** 2))
                         for dy, dx in SHIFTS]) * 255
-    assert expected > 3 and hole_shift_rms(plaid, masked, mask) == pytest.approx(expected, rel=1e-5)
+    filled = plaid(masked, mask)
+    assert expected > 3 and hole_shift_rms(plaid, masked, mask, filled) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(InputError, match="no hole"):
-        hole_shift_rms(plaid, masked, np.zeros_like(mask))
+        hole_shift_rms(plaid, masked, np.zeros_like(mask), filled)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stlpips_pytorch") is None,

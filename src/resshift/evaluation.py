@@ -310,23 +310,23 @@ def hole_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, y_channel: boo
 SHIFTS = ((1, 2), (3, 7), (6, 13))   # pixel offsets of `hole_shift_rms`: odd and even, off every lattice
 
 
-def hole_shift_rms(fill, masked: np.ndarray, mask: np.ndarray, shifts=SHIFTS) -> float:
+def hole_shift_rms(fill, masked: np.ndarray, mask: np.ndarray, filled: np.ndarray, shifts=SHIFTS) -> float:
     """How much a method's fill moves when the image moves: `fill(masked, mask)` run on the image shifted
-    by each (dy, dx) (reflect-padded at the top and left, cropped back), the RMS difference from the
-    unshifted fill over the hole pixels, in 8-bit levels, averaged over the shifts. A fill that follows
-    the image scores about 0; a pattern tied to the grid of latent cells or attention windows (a plaid,
-    to which ST-LPIPS is nearly blind) scores its amplitude."""
+    by each (dy, dx) (reflect-padded at the top and left, cropped back), the RMS difference from
+    `filled` (the caller's unshifted `fill(masked, mask)`) over the hole pixels, in 8-bit levels,
+    averaged over the shifts. A fill that follows the image scores about 0; a pattern tied to the grid
+    of latent cells or attention windows (a plaid, to which ST-LPIPS is nearly blind) scores its
+    amplitude."""
     holes = mask > 0.5
     if not holes.any():
         raise InputError("the mask has no hole: nothing to score")
-    base = fill(masked, mask)
     height, width = mask.shape
     differences = []
     for dy, dx in shifts:
         padded = fill(np.pad(masked, ((dy, 0), (dx, 0), (0, 0)), mode="reflect"),
                       np.pad(mask, ((dy, 0), (dx, 0)), mode="reflect"))
         moved = padded[dy:dy + height, dx:dx + width]
-        differences.append(float(np.sqrt(np.mean((moved[holes] - base[holes]) ** 2))) * PEAK)
+        differences.append(float(np.sqrt(np.mean((moved[holes] - filled[holes]) ** 2))) * PEAK)
     return float(np.mean(differences))
 
 

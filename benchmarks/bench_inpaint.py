@@ -7,7 +7,7 @@ masks `resshift degrade --preset inpaint --seed S` writes for the same folder.
 
 Both methods get the image with black holes and the mask (white = fill):
   telea  cv2.inpaint, Telea's fast marching method, radius 3, on 8-bit pixels;
-  ours   the inpainting model (`--model`, default the bundled one) through `upscale_image`, as
+  ours   the inpainting model (`--model`, default the bundled one) through `restore_image`, as
          `resshift inpaint` runs it (noise seed `--seed`, known pixels pasted back), rounded to 8 bits.
 
 Scores (resshift.evaluation), on the ground truth with each prediction pasted into its holes, so that
@@ -42,15 +42,16 @@ import cv2
 import numpy as np
 import torch
 
-from resshift.degradations.cli import contact_sheet
+from resshift.cli.degrade import contact_sheet
 from resshift.degradations.masks import EVAL_HOLE_RANGE
 from resshift.errors import ResShiftError
 from resshift.evaluation import (hole_psnr, hole_shift_rms, hole_stlpips, masked_eval_set, model_inpaint,
                                  telea_inpaint)
 from resshift.fileio import atomic_write_json
 from resshift.metrics import STLPIPS
-from resshift.models import DEFAULT_MODELS, load_model, resolve_device, resolve_dtype
-from resshift.upscale import UpscaleOptions
+from resshift.distributed import resolve_device
+from resshift.models import DEFAULT_MODELS, load_model, resolve_dtype
+from resshift.batch import RestoreOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import RESULTS, machine  # noqa: E402  (helpers shared by the benchmarks)
@@ -98,7 +99,7 @@ def main() -> None:
     items = masked_eval_set(args.gt, args.limit, args.seed)
     if not items:
         raise SystemExit(f"--gt {args.gt}: no images found")
-    options = UpscaleOptions(steps=args.steps, seed=args.seed)
+    options = RestoreOptions(steps=args.steps, seed=args.seed)
     run = {"telea": telea_inpaint, "ours": lambda masked, mask: model_inpaint(pipe, options, masked, mask)}
     lpips = STLPIPS.from_package("vgg").to(device)
 

@@ -40,9 +40,10 @@ from resshift.errors import ConfigError  # noqa: E402
 from resshift.fileio import atomic_write_json  # noqa: E402
 from resshift.evaluation import LABELS  # noqa: E402
 from resshift.imageio import read_image  # noqa: E402
-from resshift.models import load_model, resolve_device, resolve_dtype  # noqa: E402
+from resshift.distributed import resolve_device  # noqa: E402
+from resshift.models import load_model, resolve_dtype  # noqa: E402
 from resshift.peers import find_peers  # noqa: E402
-from resshift.upscale import UpscaleOptions, resize  # noqa: E402
+from resshift.batch import RestoreOptions, resize  # noqa: E402
 
 DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 SET5, SET14 = DATA / "benchmarks" / "Set5", DATA / "benchmarks" / "Set14"
@@ -67,7 +68,7 @@ def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str
             ("bicubic-x4 Set14", "bicubic", SET14, BenchmarkOptions(degradation="bicubic", **base)),
             ("realsr-x4 Val_SR", "realsr", VAL_SR / "gt", BenchmarkOptions(lq=VAL_SR / "lq", **base)),
             ("realsr-x4 RealSet65", "realsr", REALSET65, BenchmarkOptions(no_reference=True, **base))]
-    upscale_options = UpscaleOptions(steps=args.steps, seed=args.seed)
+    restore_options = RestoreOptions(steps=args.steps, seed=args.seed)
     results = {}
     for name, model, folder, options in runs:
         if model not in pipes:
@@ -75,7 +76,7 @@ def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str
         print(f"== {name}", file=sys.stderr)
         out = args.out / name.replace(" ", "_")
         results[name] = run_benchmark(pipes[model], folder, out, options, model_name=f"{model}-x4",
-                                      upscale_options=upscale_options)
+                                      restore_options=restore_options)
         print(results[name].table(), file=sys.stderr)
     return results
 
@@ -85,7 +86,7 @@ def speed_run(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str, f
     pixels = read_image(SPEED_IMAGE).pixels
     square = center_crop(pixels, min(pixels.shape[:2]), 1)
     lr = resize(square, (args.speed_size, args.speed_size))   # a real photo at the size, not noise
-    methods = [model_method(pipe, f"{name}-x4", UpscaleOptions(steps=args.steps, seed=args.seed))
+    methods = [model_method(pipe, f"{name}-x4", RestoreOptions(steps=args.steps, seed=args.seed))
                for name, pipe in pipes.items()]
     if peers:
         methods += peer_methods(4, args.threads, [])

@@ -50,7 +50,8 @@ def child(spec: dict) -> dict:
     """One run in this process: returns seconds, tile and memory (MiB)."""
     from resshift.pipeline import ResShiftPipeline
     from resshift.presets import get_preset
-    from resshift.upscale import Job, UpscaleOptions, choose_tile, latent_size, run_batch
+    from resshift.batch import Job, RestoreOptions, choose_tile, latent_size, run_batch
+    from resshift.tasks import upscale_job
 
     torch.set_num_threads(spec["threads"])
     device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
@@ -65,9 +66,10 @@ def child(spec: dict) -> dict:
         image.resize((size, size), Image.Resampling.BICUBIC).save(source)
         tile = spec["tile"]
         chosen = choose_tile(pipe, size, size, pipe.config.scale)[0] if tile is None else (tile or None)
-        options = UpscaleOptions(steps=spec["steps"], tile=tile)
+        options = RestoreOptions(steps=spec["steps"], tile=tile)
         start = time.perf_counter()
-        summary = run_batch(pipe, [Job(source, target)], options, report=print)
+        summary = run_batch(pipe, [Job(source, target)], options, restore=upscale_job, command="upscale",
+                            report=print)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start

@@ -34,12 +34,13 @@ from PIL import ImageDraw, ImageFont
 from .data import KEY_DEGRADE, center_crop, degrade_batch, keyed_generator
 from .degradations import imresize
 from .errors import InputError
-from .evaluation import DIGITS, LABELS, Problem, Report, eight_bit, evaluate_folders, list_images
+from .evaluation import DIGITS, LABELS, Problem, Report, eight_bit, evaluate_folders, images_by_stem
 from .fileio import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .imageio import Image, from_tensor, read_image, to_tensor, write_image
 from .peers import PeerUpscaler, find_peers
 from .pipeline import ResShiftPipeline
-from .upscale import UpscaleOptions, choose_tile, resize, upscale_image
+from .batch import RestoreOptions, choose_tile, resize
+from .tasks import restore_image
 
 __all__ = ["DEGRADATIONS", "BenchmarkOptions", "BenchmarkResult", "Method", "MethodResult", "comparison_grid",
            "format_metric", "run_benchmark"]
@@ -172,13 +173,13 @@ def lanczos_method(scale: int) -> Method:
                   "PIL Lanczos")
 
 
-def model_method(pipe: ResShiftPipeline, name: str, options: UpscaleOptions) -> Method:
+def model_method(pipe: ResShiftPipeline, name: str, options: RestoreOptions) -> Method:
     """The model as `resshift upscale` runs it: same seed for every image, tile from free memory unless given."""
     def upscale(lr: np.ndarray) -> np.ndarray:
         tile = options.tile or None                                    # 0: untiled
         if options.tile is None:
             tile = choose_tile(pipe, lr.shape[0], lr.shape[1], pipe.config.scale)[0]
-        return upscale_image(pipe, Image(pixels=lr), options, tile=tile).pixels
+        return restore_image(pipe, Image(pixels=lr), options, tile=tile).pixels
 
     about = (f"ResShift {pipe.config.task} x{pipe.config.scale}, {options.steps or pipe.config.schedule.num_steps} "
              f"steps, seed {options.seed}, {str(pipe.dtype).removeprefix('torch.')} on {pipe.device}")
@@ -216,8 +217,8 @@ def _make_sample(name: str, index: int, pixels: np.ndarray, lq_path: Optional[Pa
 
 def load_samples(set_folder: Path, scale: int, options: BenchmarkOptions) -> tuple[list[Sample], list[Problem]]:
     """The benchmark's inputs (see the module docstring) and a Problem for each image skipped."""
-    images, problems = list_images(set_folder, "set")
-    given = list_images(options.lq, "lq")[0] if options.lq is not None else {}
+    images, problems = images_by_stem(set_folder, "set")
+    given = images_by_stem(options.lq, "lq")[0] if options.lq is not None else {}
     samples = []
     for index, name in enumerate(sorted(images)[: options.limit]):
         path = images[name]
@@ -275,7 +276,7 @@ def _timed_outputs(method: Method, samples: Sequence[Sample], folder: Path, scal
 
 def run_benchmark(pipe: Optional[ResShiftPipeline], set_folder: str | Path, out: str | Path,
                   options: BenchmarkOptions = BenchmarkOptions(), *, model_name: str = "resshift",
-                  upscale_options: UpscaleOptions = UpscaleOptions(), scale: int = 4) -> BenchmarkResult:
+                  restore_options: RestoreOptions = RestoreOptions(), scale: int = 4) -> BenchmarkResult:
     """Make the inputs, run bicubic, Lanczos, the model (`pipe`; None: baselines only) and the peers,
     score them, and write `out/benchmark.json`, `out/benchmark.csv` and `out/grid.png`.
 
@@ -289,7 +290,7 @@ def run_benchmark(pipe: Optional[ResShiftPipeline], set_folder: str | Path, out:
     result = BenchmarkResult(set_folder, options, scale)
     methods = [bicubic_method(scale), lanczos_method(scale)]
     if pipe is not None:
-        methods.append(model_method(pipe, model_name, upscale_options))
+        methods.append(model_method(pipe, model_name, restore_options))
     if options.peers:
         methods += peer_methods(scale, options.threads, result.notes)
     folders = ["lr", *([] if options.no_reference else ["gt"]), *(m.name for m in methods)]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from resshift.errors import InputError
 
-__all__ = ["adain_color_fix", "wavelet_color_fix"]
+__all__ = ["COLOR_FIXES", "adain_color_fix", "wavelet_color_fix"]
 
 
 def adain_color_fix(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -60,3 +60,7 @@ def _check_pair(output: torch.Tensor, reference: torch.Tensor) -> None:
             f"colour fix needs output and reference of the same (N, C, H, W) shape, got "
             f"{tuple(output.shape)} and {tuple(reference.shape)}; resize the reference to the output first"
         )
+
+
+# The fixes by the name the CLI, the web form and `RestoreOptions.color_fix` use.
+COLOR_FIXES = {"none": None, "wavelet": wavelet_color_fix, "adain": adain_color_fix}

@@ -42,13 +42,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from resshift.degradations import (FaceDegradation, FirstOrderDegradation, MaskConfig, RealESRGANDegradation,
                                    degrade, degrade_face_pair, degrade_first_order, imresize, random_masks)
 from resshift.errors import ConfigError, InputError
-from resshift.imageio import read_image
+from resshift.imageio import IMAGE_SUFFIXES, list_image_files, read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Purposes that key the generators, so that no two kinds of draw share a stream.
-KEY_PERMUTATION, KEY_AUGMENT, KEY_NOISE, KEY_DEGRADE, KEY_VALIDATION, KEY_INIT, KEY_SHIFT = range(1, 8)
+KEY_PERMUTATION, KEY_AUGMENT, KEY_NOISE, KEY_DEGRADE, KEY_VALIDATION, KEY_INIT, KEY_SHIFT, KEY_RESEED = range(1, 9)
 
 
 def keyed_seed(*keys: int) -> int:
@@ -71,16 +70,6 @@ def _note(path: Path | str, message: str, level: int = logging.WARNING) -> None:
     if str(path) not in _warned:
         _warned.add(str(path))
         log.log(level, "%s: %s", path, message)
-
-
-def list_images(folders: Sequence[str | Path]) -> list[Path]:
-    """Image files under the folders (recursive), sorted; InputError for a missing folder."""
-    files: list[Path] = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder of images")
-        files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    return files
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -115,7 +104,7 @@ class HRFolderDataset(Dataset):
             raise ConfigError(f"crop size {crop_size} must be a multiple of the scale {scale}")
         self.crop_size, self.seed, self.scale = crop_size, seed, scale
         self.hflip, self.rotate = hflip, rotate
-        files = list_images(folders)
+        files = list_image_files(folders)
         partners = self._partners(lq_dir) if lq_dir is not None else {}
         self.items: list[tuple[Path, Path | None]] = []
         for path in files:
@@ -135,12 +124,12 @@ class HRFolderDataset(Dataset):
         if not self.items:
             where = ", ".join(map(str, folders))
             raise InputError(f"no usable training image in {where} ({len(files)} image files found; "
-                             f"need readable {', '.join(IMAGE_EXTENSIONS)} files at least "
+                             f"need readable {', '.join(IMAGE_SUFFIXES)} files at least "
                              f"{crop_size // 2 + 1} pixels on each side)")
 
     def _partners(self, lq_dir: str | Path) -> dict[str, Path]:
         partners: dict[str, Path] = {}
-        for path in list_images([lq_dir]):
+        for path in list_image_files([lq_dir]):
             if _stem_key(path) in partners:
                 raise InputError(f"{lq_dir}: two LR files have the stem {path.stem!r}; stems must be unique")
             partners[_stem_key(path)] = path
@@ -323,9 +312,9 @@ def load_validation_set(folder: str | Path, count: int, *, crop: int | None, sca
     Returns one {"hq": (1, 3, H, W), "lq": (1, 3, H/s, W/s)[, "mask": (1, 1, H, W)], "name": str} per
     image, on the CPU (inpainting: the masks are drawn once, like the LR images).
     """
-    partners = {_stem_key(p): p for p in list_images([lq_folder])} if lq_folder is not None else {}
+    partners = {_stem_key(p): p for p in list_image_files([lq_folder])} if lq_folder is not None else {}
     out = []
-    for index, path in enumerate(list_images([folder])):
+    for index, path in enumerate(list_image_files([folder])):
         if len(out) == count:
             break
         try:

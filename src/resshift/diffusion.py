@@ -16,13 +16,17 @@ Everything here works on tensors of any shape and dtype; the schedule comes in a
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 import torch
 
+from .errors import InputError
 from .schedule import Schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# One generator for the batch (the official order), one per sample, or None (torch's global generator).
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 """denoise(x_t_scaled, t) -> x0 prediction; t is an int64 tensor (N,) of network timesteps."""
 
 
@@ -62,19 +66,25 @@ def scale_model_input(x_t: torch.Tensor, eta_t: torch.Tensor | float, kappa: flo
     return x_t / torch.sqrt(kappa ** 2 * eta_t + 1)
 
 
-def standard_normal(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def standard_normal(like: torch.Tensor, generator: Generators) -> torch.Tensor:
     """A float32 draw of `like`'s shape on the generator's device, then moved to `like`.
 
     Drawing in float32 on the generator's device makes a seed give the same numbers whatever the
-    model's dtype or device (a CPU generator reproduces the official CPU draws exactly).
+    model's dtype or device (a CPU generator reproduces the official CPU draws exactly). A list of
+    generators, one per sample, draws each sample's numbers from its own: a batch then gives each
+    image exactly what it gets alone with that generator.
     """
+    if isinstance(generator, Sequence):
+        if len(generator) != like.shape[0]:
+            raise InputError(f"generator: {len(generator)} generators for a batch of {like.shape[0]}")
+        return torch.cat([standard_normal(like[i : i + 1], g) for i, g in enumerate(generator)])
     device = generator.device if generator is not None else like.device
     draw = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
     return draw.to(device=like.device, dtype=like.dtype)
 
 
 def sample(denoise: Denoiser, y: torch.Tensor, schedule: Schedule, *,
-           generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+           generator: Generators = None, noise: Optional[torch.Tensor] = None,
            callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
     """Ancestral sampling of the reverse chain: prior (Eq. 2 at T), then Eq. 6 with x0 from Eq. 7.
 

@@ -28,19 +28,19 @@ import numpy as np
 import torch
 
 from .data import KEY_DEGRADE, keyed_generator
-from .data import list_images as list_image_files
 from .degradations.masks import EVAL_HOLE_RANGE, MaskConfig, random_masks_in_range
 from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_csv, atomic_write_json
 from .holes import telea_inpaint
-from .imageio import Image, read_image
+from .imageio import IMAGE_SUFFIXES, Image, list_image_files, read_image
 from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
 from .pipeline import ResShiftPipeline
-from .upscale import IMAGE_SUFFIXES, UpscaleOptions, find_inputs, upscale_image
+from .batch import RestoreOptions, find_inputs
+from .tasks import restore_image
 
 __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Row", "evaluate_folders",
-           "hole_psnr", "hole_shift_rms", "hole_stlpips", "list_images", "masked_eval_set", "model_inpaint",
+           "hole_psnr", "hole_shift_rms", "hole_stlpips", "images_by_stem", "masked_eval_set", "model_inpaint",
            "paste_into_holes", "telea_inpaint"]
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
@@ -136,7 +136,7 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)  # JSON has no inf/nan: "inf", "nan"
 
 
-def list_images(folder: str | Path, role: str) -> tuple[dict[str, Path], list[Problem]]:
+def images_by_stem(folder: str | Path, role: str) -> tuple[dict[str, Path], list[Problem]]:
     """A folder's image files by stem, and a Problem for each other file or repeated stem.
 
     InputError (a usage error) when the folder is missing or holds no images.
@@ -247,12 +247,12 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
         raise InputError(f"--crop-border must be >= 0, got {crop_border}")
     device = torch.device(device)
     report = Report(metrics, crop_border, y_channel)
-    preds, problems = list_images(pred, "pred")
+    preds, problems = images_by_stem(pred, "pred")
     report.problems += problems
     preds = _strip_suffix(preds, pred_suffix, report.problems)
     gts: dict[str, Path] = {}
     if gt is not None:
-        gts, problems = list_images(gt, "gt")
+        gts, problems = images_by_stem(gt, "gt")
         report.problems += problems
         report.problems += [Problem(p, "no ground truth with this name in --gt (skipped)")
                             for s, p in preds.items() if s not in gts]
@@ -365,8 +365,8 @@ def eight_bit(pixels: np.ndarray) -> np.ndarray:
     return (np.round(np.clip(pixels, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def model_inpaint(pipe: ResShiftPipeline, options: UpscaleOptions, masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """An inpainting pipeline on one image, as `resshift inpaint` runs it (UpscaleOptions: noise seed, known
+def model_inpaint(pipe: ResShiftPipeline, options: RestoreOptions, masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An inpainting pipeline on one image, as `resshift inpaint` runs it (the options' noise seed; known
     pixels pasted back), rounded to 8 bits."""
     fill = torch.from_numpy(mask)[None, None]                                      # (1, 1, H, W)
-    return eight_bit(upscale_image(pipe, Image(pixels=masked), options, mask=fill).pixels)
+    return eight_bit(restore_image(pipe, Image(pixels=masked), options, mask=fill).pixels)

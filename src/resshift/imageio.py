@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,7 +26,8 @@ from PIL import Image as PILImage
 from resshift.errors import InputError
 from resshift.fileio import atomic_write
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Image", "from_tensor", "read_image", "to_tensor", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "from_tensor", "is_image_name", "list_image_files",
+           "read_image", "to_tensor", "write_image"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ _FORMATS = {
     ".bmp": _Format("BMP", alpha=False, wide=False, metadata=False),
 }
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
+# Grey from RGB, as Pillow's convert('L'): exact for pixels whose three channels are equal.
+BT601_LUMA = (0.299, 0.587, 0.114)
+# The file extensions every command takes as images (and writes).
+IMAGE_SUFFIXES = tuple(_FORMATS)
 
 # EXIF orientation -> the numpy view that turns the stored pixels upright (same as Pillow's exif_transpose).
 _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -84,6 +89,22 @@ _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
 }
+
+
+def is_image_name(relative: Path) -> bool:
+    """An image extension, and no hidden file or folder on the way (relative to the searched folder)."""
+    return relative.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in relative.parts)
+
+
+def list_image_files(folders: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files under the folders (recursive, no hidden ones), sorted per folder; InputError for a
+    missing folder."""
+    files: list[Path] = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder of images")
+        files += sorted(p for p in folder.rglob("*") if is_image_name(p.relative_to(folder)) and p.is_file())
+    return files
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
@@ -282,8 +303,7 @@ def _output_array(path: Path, image: Image, fmt: _Format) -> np.ndarray:
         raise InputError(f"{path}: bit_depth must be 8 or 16, not {image.bit_depth}")
     if not np.isfinite(pixels).all() or (alpha is not None and not np.isfinite(alpha).all()):
         raise InputError(f"{path}: the pixels contain NaN or infinity")
-    # BT.601 luma, as Pillow's convert('L'): exact for pixels whose three channels are equal.
-    colour = pixels @ np.array([0.299, 0.587, 0.114], np.float32) if image.grey else pixels
+    colour = pixels @ np.array(BT601_LUMA, np.float32) if image.grey else pixels
     colour = colour[..., None] if colour.ndim == 2 else colour
     if alpha is not None and not fmt.alpha:
         log.warning("%s: %s has no alpha channel; compositing the image on white", path, fmt.name)

@@ -1,4 +1,4 @@
-"""Which model to run: `--model` resolution, and the device and dtype it runs in.
+"""Which model to run: `--model` resolution, and the dtype it runs in (the device: `resshift.distributed`).
 
 A model spec is one of
 
@@ -22,8 +22,7 @@ from .errors import ConfigError
 from .pipeline import CONFIG_NAME, ResShiftPipeline
 from .presets import PRESETS, Task
 
-__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "model_folder", "resolve_device",
-           "resolve_dtype"]
+__all__ = ["BUNDLED", "BundledModel", "DEFAULT_MODELS", "DTYPES", "load_model", "model_folder", "resolve_dtype"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -69,37 +68,6 @@ BUNDLED: dict[str, BundledModel] = {
 }
 # The bundled model each command uses when no --model is given, by task.
 DEFAULT_MODELS: dict[Task, str] = {"sr": "realsr-x4", "inpaint": "inpaint-natural"}
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a device that exists on this machine.
-
-    'auto' takes CUDA, then MPS, then the CPU; under torchrun a bare 'cuda' means cuda:LOCAL_RANK.
-    """
-    name = name.strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-        index = local_rank if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device cuda:{index}: only {torch.cuda.device_count()} GPU(s) here")
-        return torch.device("cuda", index)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: Apple's Metal backend is not available here (use --device cpu)")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -2,13 +2,15 @@
 
 Contract (what `pipe(image, mask=None, ...)` accepts and returns):
 
-* ``image``: a PIL image (any mode; converted to RGB), a uint8 numpy array (H, W, 3) or (H, W),
-  or a float tensor (N, 3, H, W) with values in [0, 1]. The result has the same kind, is
-  ``scale`` times larger, and (for tensors) lies in [0, 1].
+* ``image``: a PIL image (any mode; converted to RGB), a uint8 numpy array (H, W, 3), or a float
+  tensor (N, 3, H, W) with values in [0, 1]; or grey: a uint8 array (H, W) or (H, W, 1), a tensor
+  (N, 1, H, W). The result has the same kind and layout, is ``scale`` times larger, and (for
+  tensors) lies in [0, 1]. Grey images are restored as RGB and come back as BT.601 luma.
 * ``mask`` (inpainting only): the same kinds with one channel (or RGB, averaged); 1/white marks the
   pixels to fill. Known pixels are pasted back into the result unless ``paste_back=False``.
 * Any size: the input is reflect-padded to the multiple the networks need and the output is
-  cropped back. Randomness comes only from ``generator`` (or the given prior ``noise``).
+  cropped back. Randomness comes only from ``generator`` (or the given prior ``noise``); a list of
+  generators, one per image of a batch, gives each image what it gets alone.
 
 Inside, images live in [-1, 1] and the chain runs in the autoencoder's latent space:
 ``z_y = encode(upsample(y))``, ``x0 = sample(denoiser, z_y)``, ``image = decode(x0)``.
@@ -31,6 +33,7 @@ from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read
                           read_safetensors, write_safetensors)
 from .errors import CheckpointError, ConfigError, InputError
 from .fileio import atomic_write_json
+from .imageio import BT601_LUMA
 from .holes import fill_holes
 from .nets.swin_unet import SwinUNet
 from .nets.autoencoders import build_autoencoder
@@ -55,7 +58,8 @@ def image_to_tensor(image: Any, what: str = "image") -> tuple[torch.Tensor, str]
             raise InputError(f"{what}: numpy input must be uint8 (H, W) or (H, W, C), got "
                              f"{image.dtype} {image.shape}")
         array = image if image.ndim == 3 else image[:, :, None]
-        return torch.from_numpy(array.copy()).float().div(255).permute(2, 0, 1)[None], "numpy"
+        kind = "numpy" if image.ndim == 3 else "numpy-2d"
+        return torch.from_numpy(array.copy()).float().div(255).permute(2, 0, 1)[None], kind
     if isinstance(image, torch.Tensor):
         if image.ndim != 4 or not image.is_floating_point():
             raise InputError(f"{what}: tensor input must be float (N, C, H, W), got "
@@ -69,17 +73,26 @@ def image_to_tensor(image: Any, what: str = "image") -> tuple[torch.Tensor, str]
 
 
 def tensor_to_kind(tensor: torch.Tensor, kind: str) -> Any:
-    """(N, 3, H, W) in [0, 1] -> the kind the caller gave."""
+    """(N, C, H, W) in [0, 1] -> the kind the caller gave."""
     if kind == "tensor":
         return tensor
     array = (tensor[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(array) if kind == "pil" else array
+    if kind == "pil":
+        return Image.fromarray(array)
+    return array[:, :, 0] if kind == "numpy-2d" else array
 
 
 def _as_rgb(tensor: torch.Tensor, what: str) -> torch.Tensor:
-    if tensor.shape[1] == 3:
-        return tensor
-    raise InputError(f"{what}: expected 3 colour channels, got {tensor.shape[1]}")
+    """3 channels as they are, a grey one repeated."""
+    if tensor.shape[1] in (1, 3):
+        return tensor.expand(-1, 3, -1, -1)
+    raise InputError(f"{what}: expected 1 (grey) or 3 colour channels, got {tensor.shape[1]}")
+
+
+def to_luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) BT.601 luma, as image files store grey (imageio, Pillow's 'L')."""
+    weights = torch.tensor(BT601_LUMA, dtype=rgb.dtype, device=rgb.device)
+    return torch.einsum("nchw,c->nhw", rgb, weights)[:, None]
 
 
 def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
@@ -121,7 +134,10 @@ class ResShiftPipeline:
         if version != FORMAT_VERSION:
             raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION} (a folder from another "
                               f"resshift version: convert or export the model again)")
-        config = ModelConfig.from_dict(data)
+        try:
+            config = ModelConfig.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_path}: {exc}") from exc
         with torch.device("meta"):
             pipe = cls(SwinUNet(config.unet), build_autoencoder(config.autoencoder), config)
         load_weights(pipe.networks(), read_safetensors(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
@@ -196,12 +212,13 @@ class ResShiftPipeline:
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def __call__(self, image: Any, mask: Any = None, *, generator: Optional[torch.Generator] = None,
+    def __call__(self, image: Any, mask: Any = None, *, generator: diffusion.Generators = None,
                  noise: Optional[torch.Tensor] = None, steps: Optional[int] = None,
                  paste_back: bool = True, tile: Optional[int] = None, tile_overlap: Optional[int] = None,
                  callback: Optional[Callable[[dict], None]] = None) -> Any:
         """Restore `image`; `tile` (input pixels) bounds memory for large images, see `restore`."""
         lq, kind = image_to_tensor(image)
+        grey = lq.shape[1] == 1
         lq = _as_rgb(lq, "image").to(self.device)
         fill = self._prepare_mask(mask, lq)
         height, width = lq.shape[-2:]
@@ -210,7 +227,8 @@ class ResShiftPipeline:
         restored = restored[..., : height * self.config.scale, : width * self.config.scale]
         if fill is not None and paste_back:
             restored = restored * fill + lq * (1 - fill)
-        return tensor_to_kind(restored.clamp(0, 1), kind)
+        restored = restored.clamp(0, 1)
+        return tensor_to_kind(to_luma(restored) if grey else restored, kind)
 
     def _prepare_mask(self, mask: Any, lq: torch.Tensor) -> Optional[torch.Tensor]:
         if self.config.task != "inpaint":
@@ -226,7 +244,7 @@ class ResShiftPipeline:
         return fill.expand(lq.shape[0], -1, -1, -1)
 
     def restore(self, lq: torch.Tensor, fill: Optional[torch.Tensor] = None, *,
-                generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+                generator: diffusion.Generators = None, noise: Optional[torch.Tensor] = None,
                 steps: Optional[int] = None, tile: Optional[int] = None,
                 tile_overlap: Optional[int] = None,
                 callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:

@@ -7,23 +7,22 @@ the official model. Tasks differ only in data (conditioning, autoencoder, scale)
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Literal, get_args
 
+from .configs import Config
 from .errors import ConfigError
 from .holes import HOLE_FILLS
-from .nets.autoencoders import AutoencoderConfig, autoencoder_from_dict, autoencoder_to_dict
+from .nets.autoencoders import AutoencoderConfig
 from .nets.swin_unet import SwinUNetConfig
 from .nets.vqgan import VQGAN_F4, VQGAN_F8_FACE, VQGANConfig
 from .schedule import ScheduleConfig
 
 Task = Literal["sr", "inpaint", "face"]
-TASKS = ("sr", "inpaint", "face")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Everything needed to rebuild a ResShift model; round-trips through config.json.
 
     scale:        output side / input side (4 for x4 SR, 1 for inpainting and faces).
@@ -45,8 +44,8 @@ class ModelConfig:
     hole_fill: str = "constant"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.task not in get_args(Task):
+            raise ConfigError(f"unknown task {self.task!r}; expected one of {get_args(Task)}")
         if self.hole_fill not in HOLE_FILLS:
             raise ConfigError(f"unknown hole_fill {self.hole_fill!r}; expected one of {HOLE_FILLS}")
         if self.scale < 1:
@@ -57,28 +56,6 @@ class ModelConfig:
         if (self.unet.in_channels, self.unet.out_channels) != (channels, channels):
             raise ConfigError(f"the UNet's in/out channels ({self.unet.in_channels}, "
                               f"{self.unet.out_channels}) must equal the latent's {channels}")
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["schedule"] = dataclasses.asdict(self.schedule)
-        values["unet"] = dataclasses.asdict(self.unet)
-        values["autoencoder"] = autoencoder_to_dict(self.autoencoder)
-        return values
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; known keys are {sorted(known)}")
-        try:
-            values = dict(data)
-            values["schedule"] = ScheduleConfig(**values["schedule"])
-            values["unet"] = SwinUNetConfig.from_dict(values["unet"])
-            values["autoencoder"] = autoencoder_from_dict(values["autoencoder"])
-            return cls(**values)
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"model config is incomplete or has a wrong type: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from .configs import Config
 from .errors import ConfigError
 
 ScheduleKind = Literal["official", "paper"]
@@ -72,7 +73,7 @@ def respaced_indices(num_steps: int, sample_steps: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Config):
     """Everything that defines a ResShift chain; round-trips through config.json."""
 
     num_steps: int = 4

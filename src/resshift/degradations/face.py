@@ -15,25 +15,23 @@ quality (integer part of U(jpeg_range), as OpenCV takes it).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from resshift.degradations.kernels import random_mixed_kernel
-from resshift.degradations.realesrgan import (_check_kernel, _check_prob, _check_range, add_gaussian_noise,
-                                              check_batch, config_from_dict, filter2d, jpeg)
+from resshift.configs import Config
+from resshift.degradations.checks import check_kernel, check_prob, check_range
+from resshift.degradations.realesrgan import add_gaussian_noise, check_batch, filter2d, jpeg
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB -> grey
 
 
 @dataclass(frozen=True)
-class FaceDegradation:
+class FaceDegradation(Config):
     """GFPGAN degradation parameters; defaults = official ResShift ``faceir_gfpgan512_lpips`` (512x512 faces)."""
 
     blur_kernel_size: int = 41
@@ -46,19 +44,12 @@ class FaceDegradation:
     gray_prob: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_kernel("", self.blur_kernel_size, self.kernel_list, self.kernel_prob, self.blur_sigma,
+        check_kernel("", self.blur_kernel_size, self.kernel_list, self.kernel_prob, self.blur_sigma,
                       (1.0, 1.0), (1.0, 1.0))
-        _check_range("downsample_range", self.downsample_range, 1e-3, math.inf)
-        _check_range("noise_range", self.noise_range, 0.0, 255.0)
-        _check_range("jpeg_range", self.jpeg_range, 1.0, 100.0)
-        _check_prob("gray_prob", self.gray_prob)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FaceDegradation:
-        return config_from_dict(cls, data)
+        check_range("downsample_range", self.downsample_range, 1e-3, math.inf)
+        check_range("noise_range", self.noise_range, 0.0, 255.0)
+        check_range("jpeg_range", self.jpeg_range, 1.0, 100.0)
+        check_prob("gray_prob", self.gray_prob)
 
 
 def to_grey(x: Tensor) -> Tensor:

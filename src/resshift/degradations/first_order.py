@@ -12,23 +12,22 @@ Every choice is drawn per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from resshift.degradations.kernels import random_mixed_kernel
-from resshift.degradations.realesrgan import (RESIZE_MODES, _check_prob, _check_probs, _check_range,
-                                              add_gaussian_noise, add_poisson_noise, check_batch,
-                                              config_from_dict, filter2d, jpeg)
+from resshift.degradations.checks import check_prob, check_probs, check_range
+from resshift.degradations.realesrgan import (RESIZE_MODES, add_gaussian_noise, add_poisson_noise, check_batch,
+                                              filter2d, jpeg)
+from resshift.configs import Config
 from resshift.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
-class FirstOrderDegradation:
+class FirstOrderDegradation(Config):
     """Parameters of the paper's ImageNet-Test degradation; defaults are appendix B.1's values."""
 
     sf: int = 4
@@ -46,20 +45,13 @@ class FirstOrderDegradation:
             raise ConfigError(f"sf must be a positive integer, got {self.sf!r}.")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be a positive odd number, got {self.kernel_size}.")
-        _check_probs("kernel_prob", self.kernel_prob, 2)
-        _check_range("blur_sigma", self.blur_sigma, 1e-3, math.inf)
-        _check_range("noise_range", self.noise_range, 0.0, 255.0)
-        _check_range("poisson_scale_range", self.poisson_scale_range, 0.0, math.inf)
-        _check_range("jpeg_range", self.jpeg_range, 1.0, 100.0)
-        _check_prob("gaussian_noise_prob", self.gaussian_noise_prob)
-        _check_prob("gray_noise_prob", self.gray_noise_prob)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FirstOrderDegradation:
-        return config_from_dict(cls, data)
+        check_probs("kernel_prob", self.kernel_prob, 2)
+        check_range("blur_sigma", self.blur_sigma, 1e-3, math.inf)
+        check_range("noise_range", self.noise_range, 0.0, 255.0)
+        check_range("poisson_scale_range", self.poisson_scale_range, 0.0, math.inf)
+        check_range("jpeg_range", self.jpeg_range, 1.0, 100.0)
+        check_prob("gaussian_noise_prob", self.gaussian_noise_prob)
+        check_prob("gray_noise_prob", self.gray_noise_prob)
 
 
 def _downsample(x: Tensor, size: tuple[int, int], modes: Tensor) -> Tensor:

@@ -19,16 +19,13 @@ evaluation masks (10-40 % holes) are drawn.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from resshift.degradations.realesrgan import config_from_dict
+from resshift.configs import Config
 from resshift.errors import ConfigError, InputError
 
 MASK_KINDS = ("irregular", "box", "outpainting")
@@ -39,7 +36,7 @@ EVAL_HOLE_RANGE = (0.10, 0.40)
 
 
 @dataclass(frozen=True)
-class MaskConfig:
+class MaskConfig(Config):
     """Mixed-mask parameters; defaults = official ResShift ``inpaint_lama256_imagenet`` ``mask_kwargs``.
 
     Field names follow the YAML with the kind as prefix. As in the official code (a LaMa ``LinearRamp``
@@ -93,13 +90,6 @@ class MaskConfig:
     def kind_probs(self) -> tuple[float, float, float]:
         """Unnormalised probabilities of :data:`MASK_KINDS`."""
         return (self.irregular_proba, self.box_proba, self.outpainting_proba)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MaskConfig:
-        return config_from_dict(cls, data)
 
 
 # ----------------------------------------------------------------------------- random helpers

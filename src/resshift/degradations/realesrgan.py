@@ -15,17 +15,17 @@ levels, ``scale`` Poisson noise gain, ``quality`` JPEG quality in [1, 100].
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resshift.degradations.checks import check_kernel, check_prob, check_probs, check_range
 from resshift.degradations.kernels import KERNEL_PROB, KERNEL_TYPES, random_blur_kernel, random_final_sinc
+from resshift.configs import Config
 from resshift.errors import ConfigError, InputError
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
@@ -45,49 +45,8 @@ LUMA_WEIGHTS = (0.2989, 0.587, 0.114)  # grey image for grey Poisson noise (torc
 
 # ----------------------------------------------------------------------------- configuration
 
-def _check_prob(name: str, p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"{name} is a probability and must lie in [0, 1], got {p}.")
-
-
-def _check_probs(name: str, probs: Sequence[float], length: int) -> None:
-    if len(probs) != length or any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"{name} must be {length} non-negative probabilities summing to 1, got {tuple(probs)}.")
-
-
-def _check_range(name: str, r: Sequence[float], low: float, high: float, contains: float | None = None) -> None:
-    ok = len(r) == 2 and low <= r[0] <= r[1] <= high and (contains is None or r[0] <= contains <= r[1])
-    if not ok:
-        around = f" and contain {contains}" if contains is not None else ""
-        raise ConfigError(f"{name} must be (low, high) with {low} <= low <= high <= {high}{around}, got {tuple(r)}.")
-
-
-def _check_kernel(suffix: str, size: int, kernel_list: Sequence[str], kernel_prob: Sequence[float],
-                  sigma: Sequence[float], betag: Sequence[float], betap: Sequence[float]) -> None:
-    if size < 5 or size % 2 == 0:
-        raise ConfigError(f"blur_kernel_size{suffix} must be odd and >= 5, got {size}.")
-    if not set(kernel_list) <= set(KERNEL_TYPES):
-        raise ConfigError(f"kernel_list{suffix} may only name {KERNEL_TYPES}, got {tuple(kernel_list)}.")
-    _check_probs(f"kernel_prob{suffix}", kernel_prob, len(kernel_list))
-    _check_range(f"blur_sigma{suffix}", sigma, 1e-3, math.inf)
-    _check_range(f"betag_range{suffix}", betag, 1e-3, math.inf, contains=1.0)
-    _check_range(f"betap_range{suffix}", betap, 1e-3, math.inf, contains=1.0)
-
-
-C = TypeVar("C")
-
-
-def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Build a degradation config from a ``config.json`` mapping; unknown keys raise ConfigError."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"Unknown {cls.__name__} keys {unknown}; valid keys are {sorted(names)}.")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
 @dataclass(frozen=True)
-class RealESRGANDegradation:
+class RealESRGANDegradation(Config):
     """Real-ESRGAN degradation parameters; defaults = official ResShift ``realsr_swinunet_realesrgan256`` (x4).
 
     Field names follow the official YAML. Blur kernel supports are drawn among the odd sizes
@@ -133,27 +92,20 @@ class RealESRGANDegradation:
     def __post_init__(self) -> None:
         if not isinstance(self.sf, int) or self.sf < 1:
             raise ConfigError(f"sf must be a positive integer, got {self.sf!r}.")
-        _check_kernel("", self.blur_kernel_size, self.kernel_list, self.kernel_prob, self.blur_sigma,
+        check_kernel("", self.blur_kernel_size, self.kernel_list, self.kernel_prob, self.blur_sigma,
                       self.betag_range, self.betap_range)
-        _check_kernel("2", self.blur_kernel_size2, self.kernel_list2, self.kernel_prob2, self.blur_sigma2,
+        check_kernel("2", self.blur_kernel_size2, self.kernel_list2, self.kernel_prob2, self.blur_sigma2,
                       self.betag_range2, self.betap_range2)
         for s in ("", "2"):
-            _check_probs(f"resize_prob{s}", getattr(self, f"resize_prob{s}"), 3)
-            _check_range(f"resize_range{s}", getattr(self, f"resize_range{s}"), 1e-3, math.inf, contains=1.0)
-            _check_range(f"noise_range{s}", getattr(self, f"noise_range{s}"), 0.0, 255.0)
-            _check_range(f"poisson_scale_range{s}", getattr(self, f"poisson_scale_range{s}"), 0.0, math.inf)
-            _check_range(f"jpeg_range{s}", getattr(self, f"jpeg_range{s}"), 1.0, 100.0)
+            check_probs(f"resize_prob{s}", getattr(self, f"resize_prob{s}"), 3)
+            check_range(f"resize_range{s}", getattr(self, f"resize_range{s}"), 1e-3, math.inf, contains=1.0)
+            check_range(f"noise_range{s}", getattr(self, f"noise_range{s}"), 0.0, 255.0)
+            check_range(f"poisson_scale_range{s}", getattr(self, f"poisson_scale_range{s}"), 0.0, math.inf)
+            check_range(f"jpeg_range{s}", getattr(self, f"jpeg_range{s}"), 1.0, 100.0)
             for name in ("sinc_prob", "gaussian_noise_prob", "gray_noise_prob"):
-                _check_prob(name + s, getattr(self, name + s))
+                check_prob(name + s, getattr(self, name + s))
         for name in ("second_order_prob", "second_blur_prob", "final_sinc_prob"):
-            _check_prob(name, getattr(self, name))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RealESRGANDegradation:
-        return config_from_dict(cls, data)
+            check_prob(name, getattr(self, name))
 
 
 def realesrgan_x2() -> RealESRGANDegradation:

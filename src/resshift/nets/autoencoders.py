@@ -1,38 +1,31 @@
-"""The autoencoders a model can diffuse in, as one closed table: config type <-> network."""
+"""The autoencoders a model can diffuse in: the interface they share, and one closed table config <-> network."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Protocol, Union
 
+import torch
 from torch import nn
-
-from resshift.errors import ConfigError
 
 from .unshuffle import PixelUnshuffleAutoencoder, UnshuffleConfig
 from .vqgan import VQGAN, VQGANConfig
 
 AutoencoderConfig = Union[VQGANConfig, UnshuffleConfig]
-_TABLE: dict[str, tuple[type, type[nn.Module]]] = {
-    "vqgan": (VQGANConfig, VQGAN),
-    "unshuffle": (UnshuffleConfig, PixelUnshuffleAutoencoder),
-}
 
 
-def _type_name(config: AutoencoderConfig) -> str:
-    return next(name for name, (config_type, _) in _TABLE.items() if isinstance(config, config_type))
+class Autoencoder(Protocol):
+    """What the pipeline and the trainer call on an autoencoder: images in [-1, 1] <-> latents.
+
+    `decode(z, quantize=False)` skips the VQGAN's vector quantisation, so that a loss on decoded
+    images sends gradients back to the latent (the pixel-unshuffle decoder is exact either way).
+    """
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor: ...
+# Each config type's network; a config.json names the type by the config class's TYPE_NAME.
+NETWORKS: dict[type, type[nn.Module]] = {VQGANConfig: VQGAN, UnshuffleConfig: PixelUnshuffleAutoencoder}
 
 
 def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
-    return _TABLE[_type_name(config)][1](config)
-
-
-def autoencoder_to_dict(config: AutoencoderConfig) -> dict[str, Any]:
-    return {"type": _type_name(config), **config.to_dict()}
-
-
-def autoencoder_from_dict(data: Mapping[str, Any]) -> AutoencoderConfig:
-    values = dict(data)
-    name = values.pop("type", "vqgan")
-    if name not in _TABLE:
-        raise ConfigError(f"unknown autoencoder type {name!r}; expected one of {sorted(_TABLE)}")
-    return _TABLE[name][0].from_dict(values)
+    return NETWORKS[type(config)](config)

@@ -13,7 +13,6 @@ official ``state_dict`` loads without renaming.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resshift.configs import Config
 from resshift.errors import ConfigError
 from resshift.nets.swin import GroupNorm32, SwinStage
 
@@ -52,7 +52,7 @@ _OFFICIAL_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class SwinUNetConfig:
+class SwinUNetConfig(Config):
     """Architecture of :class:`SwinUNet`; field names are the official ``model.params`` keys.
 
     The defaults are the official real-world x4 SR network. ``image_size`` is the latent size the
@@ -68,7 +68,7 @@ class SwinUNetConfig:
     out_channels: int = 3
     model_channels: int = 160
     channel_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_blocks: int | tuple[int, ...] = (2, 2, 2, 2)
     attention_resolutions: tuple[int, ...] = (64, 32, 16, 8)
     num_head_channels: int = 32
     swin_depth: int = 2
@@ -113,16 +113,6 @@ class SwinUNetConfig:
         if self.conv_norm not in CONV_NORMS:
             raise ConfigError(f"conv_norm must be one of {', '.join(CONV_NORMS)}, got {self.conv_norm!r}")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SwinUNetConfig:
-        """Build from a plain dict (e.g. ``dataclasses.asdict``); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown SwinUNetConfig key(s) {unknown}; valid keys: {sorted(names)}"
-            )
-        return cls(**values)
 
     @classmethod
     def from_official(cls, params: dict[str, Any]) -> SwinUNetConfig:
@@ -139,8 +129,6 @@ class SwinUNetConfig:
             params["num_head_channels"] = params["swin_embed_dim"] // num_heads
         return cls.from_dict(params)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def lq_channels(self) -> int:

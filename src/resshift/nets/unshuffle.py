@@ -8,20 +8,22 @@ ship or train, and decoding is exact. It offers the autoencoder interface of the
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resshift.configs import Config
 from resshift.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class UnshuffleConfig:
+class UnshuffleConfig(Config):
     """factor: image side / latent side."""
+
+    TYPE_NAME: ClassVar[str] = "unshuffle"
 
     factor: int = 4
 
@@ -37,15 +39,6 @@ class UnshuffleConfig:
     def embed_dim(self) -> int:
         return 3 * self.factor ** 2
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "UnshuffleConfig":
-        unknown = sorted(set(data) - {"factor"})
-        if unknown:
-            raise ConfigError(f"unshuffle config: unknown key(s) {unknown}; the only key is 'factor'")
-        return cls(**dict(data))
 
 
 class PixelUnshuffleAutoencoder(nn.Module):

@@ -26,15 +26,15 @@ kernels were measurably less accurate (up to 1e-4 on the f4 latent) for no clear
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resshift.configs import Config
 from resshift.errors import ConfigError, InputError
 
 __all__ = ["VQGANConfig", "VQGAN", "VectorQuantizer", "VQGAN_F4", "VQGAN_F8_FACE", "nearest_code"]
@@ -58,12 +58,14 @@ def _as_int_tuple(value: Any, name: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class VQGANConfig:
+class VQGANConfig(Config):
     """Hyper-parameters of a VQGAN; field names are those of the official config files.
 
     ``num_res_blocks`` is one count for every level or one count per level (same length as
     ``ch_mult``). The defaults are the f4 autoencoder of super-resolution and inpainting.
     """
+
+    TYPE_NAME: ClassVar[str] = "vqgan"
 
     embed_dim: int = 3
     n_embed: int = 8192
@@ -123,22 +125,6 @@ class VQGANConfig:
         """Image side / latent side (4 for the f4 model, 8 for the face model)."""
         return 2 ** (len(self.ch_mult) - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict (lists for sequences) that ``from_dict`` turns back into this config."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VQGANConfig:
-        """Build from a flat mapping of field names; unknown keys raise ``ConfigError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"VQGAN config: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
 
     @classmethod
     def from_official(cls, params: Mapping[str, Any]) -> VQGANConfig:

@@ -104,6 +104,13 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def seed_everything(seed: int) -> None:
+    """Seed this process's global generators: torch (CPU and CUDA), numpy and Python's random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():

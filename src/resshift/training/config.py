@@ -7,24 +7,22 @@ A config has four sections (see docs/training.md for every key):
     optim   AdamW, warm-up + cosine learning rate, EMA, batch, accumulation, mixed precision, losses
     run     seed, logging / validation / checkpoint intervals, export
 
-Unknown keys and wrong types raise ConfigError naming the key (``optim.lr: expected a number``).
-Sections that are library configs (ModelConfig, the degradations) are read with their own
-``from_dict``, so their keys are exactly those of config.json.
+Unknown keys and wrong types raise ConfigError naming the key (``optim.lr: expected a number``):
+the one strict loader of `resshift.configs`, which also reads the library configs inside (ModelConfig,
+the degradations), so their keys are exactly those of config.json.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
 from resshift.degradations import FaceDegradation, FirstOrderDegradation, MaskConfig, RealESRGANDegradation
+from resshift.configs import Config, to_plain
 from resshift.errors import ConfigError
 from resshift.presets import ModelConfig, get_preset
 
@@ -33,7 +31,7 @@ AmpDtype = Literal["none", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """HR training folders and how a batch is made from them (data.py)."""
 
     train_dirs: tuple[str, ...] = ()          # HR folders, searched recursively
@@ -62,7 +60,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Config):
     """What to train. Exactly one source: `preset`, `config`, `pretrained` or `official_unet`.
 
     preset / config start the UNet from random weights (seeded by run.seed) and load the frozen
@@ -94,7 +92,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Config):
     """Optimisation: AdamW, linear warm-up then cosine decay to min_lr, EMA, loss weights."""
 
     lr: float = 5e-5
@@ -132,7 +130,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Config):
     """Seed, intervals (in optimizer steps; 0 disables), checkpoint retention, export."""
 
     seed: int = 123456
@@ -153,7 +151,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=lambda: ModelSpec(preset="realsr-v3"))
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -163,14 +161,6 @@ class TrainConfig:
         spec = self.model
         if spec.config is not None or (spec.preset is not None and spec.official_unet is None):
             check_task(self.data, spec.config or get_preset(spec.preset).config)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dicts and lists (YAML- and torch.save-safe); from_dict reads it back."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return _build(cls, data, "")
 
 
 def check_task(data: DataConfig, model: ModelConfig) -> None:
@@ -249,7 +239,8 @@ def load_config(source: str | Path | None, overrides: Sequence[str] = (),
 
 
 def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain config dicts."""
+    """Dotted keys whose values differ between two plain config dicts (a tuple equals its list)."""
+    a, b = to_plain(a), to_plain(b)
     keys = sorted(set(a) | set(b))
     out: list[str] = []
     for key in keys:
@@ -265,111 +256,3 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str =
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "to_dict") and dataclasses.is_dataclass(value):
-        return _plain(value.to_dict())
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _numbers(value: Any) -> Any:
-    """Turn YAML 1.1 strings such as '5e-5' into floats inside library config mappings."""
-    if isinstance(value, Mapping):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            return value
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "the config"
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; keys of {where}: {', '.join(names)}")
-    values = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
-    try:
-        return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") if prefix else exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of its types")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if hasattr(tp, "from_dict"):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-            try:
-                return tp.from_dict(_numbers(value))
-            except ConfigError as exc:
-                raise ConfigError(f"{key}: {exc}") from exc
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{key}: {exc}") from exc
-        return _build(tp, value, key + ".")
-    if origin is tuple:
-        if isinstance(value, str) and args[-1] is Ellipsis:
-            value = [value]                                  # `data.train_dirs=folder`
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if args[-1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)                      # YAML 1.1 reads 5e-5 as a string
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported config type {tp}")  # pragma: no cover - a programming error

@@ -1,4 +1,4 @@
-"""The ResShift training loop: one function, `train`, that reads top to bottom.
+"""The ResShift training loop: `train` reads top to bottom, one named step after another.
 
 Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
 
@@ -8,15 +8,17 @@ Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
     t, eta      t, eta_t  t ~ U{1..T} (0-based here), eta_t from the model's schedule
     x_t         x_t       q_sample(z0, z_y, eta_t, kappa, noise)                      (Eq. 2)
     pred        f_theta   UNet(x_t / sqrt(kappa^2 eta_t + 1), t, lq): an x0 prediction (Eq. 7)
-    mse                   mean (pred - z0)^2: Eq. 8 without its weights, as the official code trains
-    perceptual            ST-LPIPS(decode(pred), hq), the journal's pixel-space term, times its weight
-    phase                 phase_variance(decode(pred) - hq, optim.phase_period or f): keeps the f x f
-                          sub-pixel phases of a space-to-depth latent together (ours; the perceptual term
-                          alone lets them drift)
-    shift                 mean (roll^-1 pred(rolled batch) - pred)^2 in the holes (whole image for SR): the
-                          same batch rolled by a random offset must give the rolled prediction, so nothing
-                          the network adds may depend on where the latent cells and Swin windows fall
-                          (ours: on featureless holes the perceptual term otherwise draws a plaid)
+
+The loss terms (mse, perceptual, phase, shift) are in `resshift.training.losses`.
+
+    train(config, run_dir)
+      setup          the pipeline (fresh, fine-tuned or from a checkpoint), optimizer, EMA, data stream
+      resume         optimizer, scheduler, EMA and RNG states from a checkpoint
+      loop:  step        grad_accum micro-batches on each process, one optimizer step, the EMA
+             log         the mean loss terms since the last log line, over every process
+             evaluate    validation PSNR-Y of the EMA model and a sample grid (main process)
+             checkpoint  everything needed to resume exactly
+      export         the EMA model as a model folder, when the last step is done
 
 A step is `grad_accum` micro-batches on each of the processes; `optim.batch_size` is the global number
 of images per optimizer step. Every random draw is keyed by (seed, step or sample): crops and data
@@ -27,45 +29,42 @@ step as 2 processes with b each (bar the batch-level choices of the Real-ESRGAN 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import inspect
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from resshift import diffusion
 from resshift.checkpoints import load_weights, read_official, read_safetensors
-from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_NOISE, KEY_SHIFT, KEY_VALIDATION, HRFolderDataset,
-                           StreamBatchSampler, keyed_generator, keyed_seed, load_validation_set, make_loader,
-                           synthesize_batch)
+from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_RESEED, KEY_VALIDATION, HRFolderDataset, StreamBatchSampler,
+                           keyed_generator, keyed_seed, load_validation_set, make_loader, synthesize_batch)
+from resshift.distributed import TRAINING_TIMEOUT, World, all_sum, gather_objects, process_group, resolve_device
 from resshift.errors import CheckpointError, ConfigError
-from resshift.metrics import phase_variance, psnr
-from resshift.metrics.phase import WINDOW as PHASE_WINDOW
+from resshift.metrics import psnr
 from resshift.models import model_folder
-from resshift.nets.unshuffle import UnshuffleConfig
 from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
-from resshift.training import distributed
 from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
-                                          save_checkpoint, set_rng_state)
+                                          save_checkpoint, seed_everything, set_rng_state)
 from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
+from resshift.training.losses import build_perceptual, check_phase_crop, check_shift, training_loss
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-SHIFT_RANGE = 64     # input pixels: offsets of the shift term cover the compact UNet's 1/2-stage Swin window
-SHIFT_MARGIN = 16    # output pixels by each border that the shift term leaves out: the wrapped seam's reach
+LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift")
 
 
 # --------------------------------------------------------------------------- the model
@@ -143,31 +142,6 @@ def pipeline_from_checkpoint(state: dict[str, Any], source: str) -> ResShiftPipe
     return pipe
 
 
-def decode_for_loss(pipe: ResShiftPipeline, latent: torch.Tensor) -> torch.Tensor:
-    """Latent -> image in [-1, 1] with gradients, not quantised (as the official perceptual loss)."""
-    z = (latent / pipe.config.latent_scale).to(pipe.dtype)
-    decode = pipe.autoencoder.decode
-    image = decode(z, quantize=False) if "quantize" in inspect.signature(decode).parameters else decode(z)
-    return image.float().clamp(-1, 1)
-
-
-def build_perceptual(weight: float, net: str, device: torch.device) -> Optional[torch.nn.Module]:
-    if weight == 0:
-        return None
-    try:
-        from resshift.metrics.stlpips import STLPIPS
-        return STLPIPS.from_package(net).to(device).eval()
-    except (ImportError, CheckpointError) as exc:
-        raise ConfigError(f"optim.perceptual_weight={weight} needs the ST-LPIPS weights ({exc}). Install them "
-                          f"with `pip install stlpips-pytorch==0.0.2`, or set optim.perceptual_weight=0") from exc
-
-
-def check_phase_crop(weight: float, crop_size: int, period: int) -> None:
-    smallest = period * PHASE_WINDOW
-    if weight > 0 and crop_size < smallest:
-        raise ConfigError(f"optim.phase_weight needs data.crop_size >= {smallest} (windows of {PHASE_WINDOW} latent "
-                          f"cells of {period} px), got {crop_size}")
-
 
 # --------------------------------------------------------------------------- one step's pieces
 
@@ -179,96 +153,6 @@ def lr_factor(step: int, optim: OptimConfig) -> float:
     progress = min(1.0, (step - optim.warmup_steps) / span)
     low = optim.min_lr / optim.lr
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def draw_t_and_noise(samples: torch.Tensor, seed: int, num_steps: int,
-                     like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample id: t ~ U{0..T-1} and a standard normal latent, from a CPU generator keyed by the id."""
-    ts, noise = [], []
-    for sample in samples.tolist():
-        g = keyed_generator(seed, KEY_NOISE, sample)
-        ts.append(torch.randint(num_steps, (1,), generator=g))
-        noise.append(torch.randn(like.shape[1:], generator=g))
-    return torch.cat(ts).to(like.device), torch.stack(noise).to(like.device, like.dtype)
-
-
-def check_shift(weight: float, pipe: ResShiftPipeline, crop_size: int) -> None:
-    if weight > 0 and not isinstance(pipe.config.autoencoder, UnshuffleConfig):
-        raise ConfigError("optim.shift_weight needs the pixel-unshuffle latent (model.config.autoencoder.type: "
-                          "unshuffle), whose latent rolls by any number of pixels")
-    if weight > 0 and crop_size * pipe.config.scale <= 4 * SHIFT_MARGIN:
-        raise ConfigError(f"optim.shift_weight needs HQ crops over {4 * SHIFT_MARGIN} pixels, got "
-                          f"{crop_size * pipe.config.scale}")
-
-
-def draw_shift(samples: torch.Tensor, seed: int) -> tuple[int, int]:
-    """The batch's roll for the shift term, (dy, dx) in input pixels, keyed by its first sample id."""
-    dy, dx = torch.randint(1, SHIFT_RANGE, (2,), generator=keyed_generator(seed, KEY_SHIFT, int(samples[0])))
-    return int(dy), int(dx)
-
-
-def roll_latent(latent: torch.Tensor, shift: tuple[int, int], factor: int) -> torch.Tensor:
-    """A pixel-unshuffle latent of the image rolled by `shift` pixels (exact: the latent is a permutation)."""
-    return F.pixel_unshuffle(torch.roll(F.pixel_shuffle(latent, factor), shift, dims=(-2, -1)), factor)
-
-
-def shift_inconsistency(predict, pipe: ResShiftPipeline, x_t: torch.Tensor, z_y: torch.Tensor,
-                        cond: dict[str, torch.Tensor], pred: torch.Tensor, shift: tuple[int, int],
-                        hole: Optional[torch.Tensor]) -> torch.Tensor:
-    """Per sample: mean squared difference, in the holes (or everywhere) away from the borders, between
-    `pred` and the prediction for the batch rolled by `shift` input pixels, rolled back. `predict(x_t,
-    z_y, cond)` is the network's x0 prediction; the roll wraps, so the seam lands on the borders."""
-    factor, scale = pipe.config.autoencoder.downsample_factor, pipe.config.scale
-    out_shift = (shift[0] * scale, shift[1] * scale)
-    rolled = predict(roll_latent(x_t, out_shift, factor), roll_latent(z_y, out_shift, factor),
-                     {key: torch.roll(value, shift, dims=(-2, -1)) for key, value in cond.items()})
-    back = roll_latent(rolled, (-out_shift[0], -out_shift[1]), factor)
-    inner = (..., slice(SHIFT_MARGIN, -SHIFT_MARGIN), slice(SHIFT_MARGIN, -SHIFT_MARGIN))
-    diff = F.pixel_shuffle(back - pred, factor)[inner]                          # (N, C, H', W')
-    weight = torch.ones_like(diff[:, :1]) if hole is None else hole[inner].to(diff)
-    return (diff.square() * weight).sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * diff.shape[1]).clamp_min(1)
-
-
-def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[str, torch.Tensor], *,
-                  etas: torch.Tensor, seed: int, perceptual: Optional[torch.nn.Module],
-                  perceptual_weight: float = 0.0, phase_weight: float = 0.0,
-                  phase_period: Optional[int] = None, shift_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """Per-sample terms {loss, mse, perceptual, phase, shift}, each (N,), for a batch {hq, lq, sample[, mask]};
-    perceptual, phase and shift are unweighted, loss is their weighted sum with mse. The phase period
-    defaults to the latent's downsampling factor."""
-    hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
-    kappa = pipe.config.schedule.kappa
-    y = lq * 2 - 1
-    cond = {}
-    if "mask" in batch:
-        y = pipe.fill_holes(y, batch["mask"])                         # as inference shows the holes
-        cond["mask"] = batch["mask"] * 2 - 1
-    cond["lq"] = y
-    with torch.no_grad():
-        z0 = pipe.encode(hq * 2 - 1)                                  # (N, C, h, w)
-        z_y = pipe.encode(pipe._upsample(y))                          # the conditioning inference uses
-    t, noise = draw_t_and_noise(batch["sample"], seed, len(etas), z0)
-    eta = etas[t].view(-1, 1, 1, 1)                                   # (N, 1, 1, 1)
-
-    def predict(x_t: torch.Tensor, z_y: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        return pipe.x0_from_output(model(diffusion.scale_model_input(x_t, eta, kappa), t, **cond).float(), z_y)
-
-    x_t = diffusion.q_sample(z0, z_y, eta, kappa, noise)
-    pred = predict(x_t, z_y, cond)
-    mse = (pred - z0).square().mean(dim=(1, 2, 3))
-    terms = {key: torch.zeros_like(mse) for key in ("perceptual", "phase", "shift")} | {"mse": mse}
-    if shift_weight > 0:
-        terms["shift"] = shift_inconsistency(predict, pipe, x_t, z_y, cond, pred, draw_shift(batch["sample"], seed),
-                                             batch.get("mask"))
-    if perceptual is not None or phase_weight > 0:
-        image = (decode_for_loss(pipe, pred) + 1) / 2                 # (N, 3, H, W) in [0, 1]
-        if perceptual is not None:
-            terms["perceptual"] = perceptual(image, hq).float()
-        if phase_weight > 0:
-            terms["phase"] = phase_variance(image - hq, phase_period or pipe.config.autoencoder.downsample_factor)
-    terms["loss"] = (mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
-                     + shift_weight * terms["shift"])
-    return terms
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
@@ -310,7 +194,8 @@ def validate(pipe: ResShiftPipeline, ema: torch.nn.Module, val_set: list[dict], 
     return sum(scores) / len(scores), rows
 
 
-# --------------------------------------------------------------------------- the loop
+
+# --------------------------------------------------------------------------- checks and export
 
 def check_setup(cfg: TrainConfig, model: ModelConfig, world_size: int) -> None:
     d, multiple = cfg.data, model.autoencoder.downsample_factor * model.unet.size_multiple
@@ -327,182 +212,290 @@ def check_setup(cfg: TrainConfig, model: ModelConfig, world_size: int) -> None:
                           f"{world_size} processes x optim.grad_accum {cfg.optim.grad_accum}")
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: str | Path | None = None,
-          device: str | torch.device | None = None, stop_after: Optional[int] = None) -> list[dict]:
-    """Train (or resume) into run_dir; returns the logged rows. `stop_after` ends early, as if killed."""
-    ddp = distributed.setup(device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        return _train(config, Path(run_dir), ddp, resume, stop_after)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        distributed.cleanup(ddp)
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class Run:
+    """What a training run carries from one step to the next."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    world: World
+    pipe: ResShiftPipeline                      # pipe.unet is the network being trained
+    model: torch.nn.Module                      # pipe.unet, or its DDP wrapper
+    ema: Optional[torch.nn.Module]              # main process only
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
+    step: int = 0
+    batches: Iterator[dict] = field(default_factory=lambda: iter(()))
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    def autocast(self) -> torch.autocast:
+        amp = self.cfg.optim.amp
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "none")
 
 
-def _train(cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, resume, stop_after) -> list[dict]:
-    o, d, seed, device = cfg.optim, cfg.data, cfg.run.seed, ddp.device
-    if not d.train_dirs:
-        raise ConfigError("data.train_dirs is empty: give at least one folder of HR images")
-    if cfg.run.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-
-    # ---- model: from a checkpoint, or fresh / fine-tuned
-    state = load_checkpoint(resume) if resume is not None else None
-    if state is not None:
-        wanted = model_config_of(cfg.model)
-        if wanted is not None and wanted.to_dict() != state["model_config"]:
-            keys = config_differences(wanted.to_dict(), state["model_config"])
-            raise CheckpointError(f"{resume}: trained with another architecture (differs in {', '.join(keys)}); "
-                                  f"resume with the run's own config (`resshift train --resume {resume}`)")
-        changed = config_differences(cfg.to_dict(), state["config"])
-        if changed and ddp.is_main:
-            log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
-        pipe = pipeline_from_checkpoint(state, str(resume))
-    else:
-        pipe = build_pipeline(cfg.model, seed)
-    check_setup(cfg, pipe.config, ddp.world_size)
+def setup(cfg: TrainConfig, run_dir: Path, world: World, device: torch.device,
+          state: Optional[dict[str, Any]], source: str) -> Run:
+    """The run at step 0, or at the checkpoint `state`'s networks (its other states: `resume`)."""
+    o = cfg.optim
+    pipe = pipeline_from_checkpoint(state, source) if state is not None else build_pipeline(cfg.model, cfg.run.seed)
+    check_setup(cfg, pipe.config, world.size)
     pipe.to(device)
     unet = pipe.unet.train().requires_grad_(True)
-    ema = copy.deepcopy(unet).eval().requires_grad_(False) if ddp.is_main else None   # main process only
+    ema = copy.deepcopy(unet).eval().requires_grad_(False) if world.is_main else None
     model = DistributedDataParallel(unet, device_ids=[device] if device.type == "cuda" else None) \
-        if ddp.enabled else unet
+        if world.enabled else unet
     optimizer = torch.optim.AdamW(unet.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, optim=o))
-    scaler = torch.amp.GradScaler(device.type, enabled=o.amp == "fp16")
-    autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(o.amp), enabled=o.amp != "none")
-    step = 0
-    if state is not None:
-        if ema is not None:
-            load_weights(ema, state["ema"], f"{resume} (ema)")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        if len(state.get("rng", [])) == ddp.world_size:
-            set_rng_state(state["rng"][ddp.rank])
-        del state
-    perceptual = build_perceptual(o.perceptual_weight, o.perceptual_net, device)
     phase_period = o.phase_period or pipe.config.autoencoder.downsample_factor
     check_phase_crop(o.phase_weight, cfg.data.crop_size, phase_period)
     check_shift(o.shift_weight, pipe, cfg.data.crop_size)
-    etas = pipe.schedule().etas.to(device, torch.float32)             # (T,)
+    loss = partial(training_loss, pipe=pipe, etas=pipe.schedule().etas.to(device, torch.float32), seed=cfg.run.seed,
+                   perceptual=build_perceptual(o.perceptual_weight, o.perceptual_net, device),
+                   perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight, phase_period=phase_period,
+                   shift_weight=o.shift_weight)
+    return Run(cfg, run_dir, world, pipe, model, ema, optimizer,
+               torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, optim=o)),
+               torch.amp.GradScaler(device.type, enabled=o.amp == "fp16"), loss)
 
-    # ---- data: a keyed stream from `step` on; LR made on the device
-    dataset = HRFolderDataset(d.train_dirs, d.crop_size, seed=seed, scale=pipe.config.scale,
-                              lq_dir=d.lq_dir if d.degradation == "paired" else None,
-                              hflip=d.hflip, rotate=d.rotate)
-    sampler = StreamBatchSampler(len(dataset), o.batch_size, seed=seed, start_step=step, total_steps=o.total_steps,
-                                 rank=ddp.rank, world=ddp.world_size, accum=o.grad_accum)
-    batches = iter(make_loader(dataset, sampler, num_workers=d.num_workers, seed=seed, rank=ddp.rank,
-                               pin_memory=device.type == "cuda"))
+
+def resume_states(run: Run, state: dict[str, Any], source: str) -> None:
+    """Optimizer, scheduler, scaler, EMA and this process's RNG states from a checkpoint."""
+    if run.ema is not None:
+        load_weights(run.ema, state["ema"], f"{source} (ema)")
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.step = int(state["step"])
+    restore_rng(state.get("rng", []), run.world, run.cfg.run.seed, run.step)
+
+
+def restore_rng(states: list, world: World, seed: int, step: int) -> None:
+    """This process's global RNG states as saved. Resumed on another number of processes there is no
+    saved state per process: each seeds afresh from (seed, step, rank), and a warning says so. The draws
+    that make the training data (crops, order, noise, degradations) are keyed and do not depend on them."""
+    if len(states) == world.size:
+        set_rng_state(states[world.rank])
+        return
+    if world.is_main:
+        log.warning("the checkpoint was written by %d process(es), this run has %d: global random states are "
+                    "seeded afresh (the training data stays the same; dropout-like draws differ)",
+                    len(states), world.size)
+    seed_everything(keyed_seed(seed, KEY_RESEED, step, world.rank))
+
+
+def open_batches(run: Run) -> Iterator[dict[str, torch.Tensor]]:
+    """The keyed stream of training batches from `run.step` on, with the LR input made on the device."""
+    d, o, seed, scale = run.cfg.data, run.cfg.optim, run.cfg.run.seed, run.pipe.config.scale
+    dataset = HRFolderDataset(d.train_dirs, d.crop_size, seed=seed, scale=scale,
+                              lq_dir=d.lq_dir if d.degradation == "paired" else None, hflip=d.hflip, rotate=d.rotate)
+    sampler = StreamBatchSampler(len(dataset), o.batch_size, seed=seed, start_step=run.step,
+                                 total_steps=o.total_steps, rank=run.world.rank, world=run.world.size,
+                                 accum=o.grad_accum)
+    loader = make_loader(dataset, sampler, num_workers=d.num_workers, seed=seed, rank=run.world.rank,
+                         pin_memory=run.device.type == "cuda")
     degradations = {"realesrgan": d.realesrgan, "first_order": d.first_order, "masks": d.masks, "face": d.face}
-
-    def next_batch(micro: int) -> dict[str, torch.Tensor]:
-        batch = next(batches)
-        hq = batch["hq"].to(device, non_blocking=True)
+    for index, batch in enumerate(loader):       # run.step is read when a batch is asked for: the current step
+        hq = batch["hq"].to(run.device, non_blocking=True)
         if "lq" in batch:
-            return {"hq": hq, "lq": batch["lq"].to(device, non_blocking=True), "sample": batch["sample"]}
-        g = keyed_generator(seed, KEY_DEGRADE, step, ddp.rank, micro, device=device)
-        return {**synthesize_batch(hq, d.degradation, pipe.config.scale, g, **degradations),
-                "sample": batch["sample"]}
+            yield {"hq": hq, "lq": batch["lq"].to(run.device, non_blocking=True), "sample": batch["sample"]}
+        else:
+            g = keyed_generator(seed, KEY_DEGRADE, run.step, run.world.rank, index % o.grad_accum, device=run.device)
+            yield {**synthesize_batch(hq, d.degradation, scale, g, **degradations), "sample": batch["sample"]}
 
-    # ---- main-process outputs
-    val_set, metrics = None, None
-    if ddp.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        metrics = MetricsLog(run_dir, resume_step=step if resume is not None else None)
-        if d.val_dir is not None and d.val_count > 0 and cfg.run.val_interval > 0:
-            val_set = load_validation_set(
-                d.val_dir, d.val_count, crop=d.val_crop, scale=pipe.config.scale, multiple=pipe.input_multiple
-                * pipe.config.scale, kind=d.degradation, seed=seed, lq_folder=d.val_lq_dir, **degradations)
-        log.info("training %s from step %d to %d on %d process(es), %s; %d images; %.1fM parameters",
-                 pipe.config.task, step, o.total_steps, ddp.world_size, device, len(dataset),
-                 sum(p.numel() for p in unet.parameters()) / 1e6)
 
-    def checkpoint() -> None:
-        rngs = distributed.gather_objects(rng_state(), ddp)
-        if not ddp.is_main:
-            return
-        payload = {"step": step, "config": cfg.to_dict(), "model_config": pipe.config.to_dict(),
-                   "unet": unet.state_dict(), "ema": ema.state_dict(), "autoencoder": pipe.autoencoder.state_dict(),
-                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                   "scaler": scaler.state_dict(), "rng": rngs}
-        try:
-            save_checkpoint(payload, checkpoint_path(run_dir, step))
-            prune_checkpoints(run_dir, cfg.run.keep_last)
-        except CheckpointError as exc:
-            log.error("%s (training goes on; the next interval tries again)", exc)
+# --------------------------------------------------------------------------- the steps
 
-    # ---- the loop
-    history: list[dict] = []
-    summed = ("loss", "mse", "perceptual", "phase", "shift")
-    sums = torch.zeros(len(summed) + 1, device=device, dtype=torch.float64)   # the terms, then images
-    clock, data_time, steps_timed = time.perf_counter(), 0.0, 0
-    while step < o.total_steps and (stop_after is None or step < stop_after):
-        for micro in range(o.grad_accum):
-            tic = time.perf_counter()
-            batch = next_batch(micro)
-            data_time += time.perf_counter() - tic
-            last = micro == o.grad_accum - 1
-            with model.no_sync() if ddp.enabled and not last else nullcontext():
-                with autocast:
-                    terms = training_loss(model, pipe, batch, etas=etas, seed=seed, perceptual=perceptual,
-                                          perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight,
-                                          phase_period=phase_period, shift_weight=o.shift_weight)
-                scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
-            sums += torch.stack([terms[key].detach().sum().to(sums) for key in summed]
-                                + [torch.tensor(float(len(terms["loss"]))).to(sums)])
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        step += 1
-        steps_timed += 1
-        if ddp.is_main:
-            ema_update(ema, unet, ema_decay_at(step, o.ema_decay, o.ema_warmup))
+def train_step(run: Run, meter: "Meter") -> None:
+    """One optimizer step: grad_accum micro-batches on this process (gradients synchronised on the last),
+    clipping, the optimizer and learning-rate steps, and the EMA update."""
+    o = run.cfg.optim
+    for micro in range(o.grad_accum):
+        tic = time.perf_counter()
+        batch = next(run.batches)
+        meter.data_seconds += time.perf_counter() - tic
+        last = micro == o.grad_accum - 1
+        with run.model.no_sync() if run.world.enabled and not last else nullcontext():
+            with run.autocast():
+                terms = run.loss(run.model, batch=batch)
+            run.scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
+        meter.add(terms)
+    unet = run.pipe.unet
+    run.scaler.unscale_(run.optimizer)
+    meter.grad_norm = float(torch.nn.utils.clip_grad_norm_(unet.parameters(), o.grad_clip or math.inf))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    meter.lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    run.step += 1
+    meter.steps += 1
+    if run.ema is not None:
+        ema_update(run.ema, unet, ema_decay_at(run.step, o.ema_decay, o.ema_warmup))
 
-        row: dict[str, Any] = {}
-        if cfg.run.log_interval and step % cfg.run.log_interval == 0:
-            totals = distributed.all_sum(sums.clone(), ddp).tolist()
-            elapsed = time.perf_counter() - clock
-            row = {"step": step, **{key: total / totals[-1] for key, total in zip(summed, totals)},
-                   "lr": lr, "grad_norm": float(grad_norm),
-                   "images_per_s": steps_timed * o.batch_size / elapsed, "data_frac": data_time / elapsed}
-            sums.zero_()
-            log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  lr %.3g  %.1f img/s  "
-                     "data %.0f%%", step, row["loss"], row["mse"], row["perceptual"], row["phase"], row["shift"], lr,
-                     row["images_per_s"], 100 * row["data_frac"])
-        if val_set is not None and step % cfg.run.val_interval == 0:
-            row["step"] = step
-            row["val_psnr"], rows = validate(pipe, ema, val_set, seed=seed, steps=cfg.run.val_steps,
-                                             batch=cfg.run.val_batch, autocast=autocast)
-            (run_dir / "samples").mkdir(exist_ok=True)
-            sample_grid(rows[:8], run_dir / "samples" / f"step_{step:08d}.png")
-            log.info("step %d  validation PSNR-Y %.3f dB (EMA)", step, row["val_psnr"])
-        if row and metrics is not None:
-            metrics.write(row)
-            history.append(row)
-            if "val_psnr" in row:
+
+@dataclass
+class Meter:
+    """The loss terms summed since the last log line (then the image count), and the step timings."""
+
+    sums: torch.Tensor
+    data_seconds: float = 0.0
+    steps: int = 0
+    lr: float = 0.0
+    grad_norm: float = 0.0
+    clock: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def on(cls, device: torch.device) -> "Meter":
+        return cls(torch.zeros(len(LOGGED_TERMS) + 1, device=device, dtype=torch.float64))
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        count = torch.tensor(float(len(terms["loss"])))
+        self.sums += torch.stack([terms[key].detach().sum().to(self.sums) for key in LOGGED_TERMS] + [count.to(self.sums)])
+
+    def row(self, run: Run) -> dict[str, Any]:
+        """The log row over every process (a collective call: every rank makes it); then starts afresh."""
+        totals = all_sum(self.sums.clone(), run.world).tolist()
+        elapsed = time.perf_counter() - self.clock
+        row = {"step": run.step, **{key: total / totals[-1] for key, total in zip(LOGGED_TERMS, totals)},
+               "lr": self.lr, "grad_norm": self.grad_norm,
+               "images_per_s": self.steps * run.cfg.optim.batch_size / elapsed, "data_frac": self.data_seconds / elapsed}
+        log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  lr %.3g  %.1f img/s  "
+                 "data %.0f%%", run.step, row["loss"], row["mse"], row["perceptual"], row["phase"], row["shift"],
+                 self.lr, row["images_per_s"], 100 * row["data_frac"])
+        self.sums.zero_()
+        self.data_seconds, self.steps, self.clock = 0.0, 0, time.perf_counter()
+        return row
+
+
+def evaluate(run: Run, val_set: list[dict]) -> dict[str, Any]:
+    """Validation PSNR-Y of the EMA model, and its sample grid in RUN_DIR/samples (main process)."""
+    score, rows = validate(run.pipe, run.ema, val_set, seed=run.cfg.run.seed, steps=run.cfg.run.val_steps,
+                           batch=run.cfg.run.val_batch, autocast=run.autocast())
+    (run.run_dir / "samples").mkdir(exist_ok=True)
+    sample_grid(rows[:8], run.run_dir / "samples" / f"step_{run.step:08d}.png")
+    log.info("step %d  validation PSNR-Y %.3f dB (EMA)", run.step, score)
+    return {"step": run.step, "val_psnr": score}
+
+
+def checkpoint(run: Run) -> None:
+    """Everything needed to resume exactly (a collective call: every rank gives its RNG states); a failed
+    save is logged and training goes on."""
+    rngs = gather_objects(rng_state(), run.world)
+    if not run.world.is_main:
+        return
+    payload = {"step": run.step, "config": run.cfg.to_dict(), "model_config": run.pipe.config.to_dict(),
+               "unet": run.pipe.unet.state_dict(), "ema": run.ema.state_dict(),
+               "autoencoder": run.pipe.autoencoder.state_dict(), "optimizer": run.optimizer.state_dict(),
+               "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}
+    try:
+        save_checkpoint(payload, checkpoint_path(run.run_dir, run.step))
+        prune_checkpoints(run.run_dir, run.cfg.run.keep_last)
+    except CheckpointError as exc:
+        log.error("%s (training goes on; the next interval tries again)", exc)
+
+
+def export(run: Run) -> None:
+    """The EMA model in the from_pretrained format, in RUN_DIR/export."""
+    dtype = torch.float16 if run.cfg.run.export_dtype == "fp16" else None
+    ResShiftPipeline(run.ema, run.pipe.autoencoder, run.pipe.config).save_pretrained(run.run_dir / "export",
+                                                                                     dtype=dtype)
+    log.info("exported the EMA model to %s", run.run_dir / "export")
+
+
+# --------------------------------------------------------------------------- the loop
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: str | Path | None = None,
+          device: str | torch.device | None = None, stop_after: Optional[int] = None) -> list[dict]:
+    """Train (or resume) into run_dir; returns the logged rows. `stop_after` ends early, as if killed."""
+    cfg, run_dir, world = config, Path(run_dir), World.from_env()
+    device = resolve_device(str(device or "auto"), world.local_rank)
+    if not cfg.data.train_dirs:
+        raise ConfigError("data.train_dirs is empty: give at least one folder of HR images")
+    total, r = cfg.optim.total_steps, cfg.run
+    end = total if stop_after is None else min(total, stop_after)
+    with process_group(world, device, TRAINING_TIMEOUT), deterministic(r.deterministic):
+        state = load_resumable(cfg, resume, world) if resume is not None else None
+        run = setup(cfg, run_dir, world, device, state, str(resume))
+        if state is not None:
+            resume_states(run, state, str(resume))
+            del state
+        run.batches = open_batches(run)
+        metrics, val_set = open_outputs(run, resumed=resume is not None) if world.is_main else (None, None)
+        history, meter = [], Meter.on(device)
+        while run.step < end:
+            train_step(run, meter)
+            row = meter.row(run) if due(run.step, r.log_interval) else {}
+            if val_set is not None and due(run.step, r.val_interval):
+                row |= evaluate(run, val_set)
+            if row and metrics is not None:
+                metrics.write(row)
+                history.append(row)
+                if "val_psnr" in row:
+                    draw_curves(metrics, run_dir / "curves.png")
+            if due(run.step, r.ckpt_interval) or run.step == total:
+                checkpoint(run)
+        if metrics is not None:
+            if run.step == total:
                 draw_curves(metrics, run_dir / "curves.png")
-        if (cfg.run.ckpt_interval and step % cfg.run.ckpt_interval == 0) or step == o.total_steps:
-            checkpoint()
-        if row:
-            clock, data_time, steps_timed = time.perf_counter(), 0.0, 0
-
-    # ---- the end: the EMA model in the from_pretrained format
-    if step == o.total_steps and ddp.is_main:
-        draw_curves(metrics, run_dir / "curves.png")
-        dtype = torch.float16 if cfg.run.export_dtype == "fp16" else None
-        ResShiftPipeline(ema, pipe.autoencoder, pipe.config).save_pretrained(run_dir / "export", dtype=dtype)
-        log.info("exported the EMA model to %s", run_dir / "export")
-    if metrics is not None:
-        metrics.close()
+                export(run)
+            metrics.close()
     return history
+
+
+def due(step: int, interval: int) -> bool:
+    return interval > 0 and step % interval == 0
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """torch.use_deterministic_algorithms for the block (run.deterministic), restored afterwards."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def load_resumable(cfg: TrainConfig, path: str | Path, world: World) -> dict[str, Any]:
+    """A checkpoint to resume from, refused when it trained another architecture than `cfg` names."""
+    state = load_checkpoint(path)
+    wanted = model_config_of(cfg.model)
+    if wanted is not None and wanted != ModelConfig.from_dict(state["model_config"]):
+        keys = config_differences(wanted.to_dict(), state["model_config"])
+        raise CheckpointError(f"{path}: trained with another architecture (differs in {', '.join(keys)}); "
+                              f"resume with the run's own config (`resshift train --resume {path}`)")
+    changed = config_differences(cfg.to_dict(), state["config"])
+    if changed and world.is_main:
+        log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
+    return state
+
+
+def open_outputs(run: Run, resumed: bool) -> tuple[MetricsLog, Optional[list[dict]]]:
+    """The main process's outputs: config.yaml, metrics.csv (cut back to the resumed step), validation set."""
+    cfg, d, pipe = run.cfg, run.cfg.data, run.pipe
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    metrics = MetricsLog(run.run_dir, resume_step=run.step if resumed else None)
+    val_set = None
+    if d.val_dir is not None and d.val_count > 0 and cfg.run.val_interval > 0:
+        val_set = load_validation_set(
+            d.val_dir, d.val_count, crop=d.val_crop, scale=pipe.config.scale,
+            multiple=pipe.input_multiple * pipe.config.scale, kind=d.degradation, seed=cfg.run.seed,
+            lq_folder=d.val_lq_dir, realesrgan=d.realesrgan, first_order=d.first_order, masks=d.masks, face=d.face)
+    log.info("training %s from step %d to %d on %d process(es), %s; %.1fM parameters", pipe.config.task, run.step,
+             cfg.optim.total_steps, run.world.size, run.device,
+             sum(p.numel() for p in pipe.unet.parameters()) / 1e6)
+    return metrics, val_set
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, dtype: torch.dtype | None = None,

@@ -47,13 +47,14 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..cli_tasks import inpaint_job, restore_face_job
-from ..cli_upscale import TASKS
+from ..batch import Job, Restore, RestoreOptions, process_job
+from ..color import COLOR_FIXES
+from ..distributed import resolve_device
 from ..errors import ConfigError, ResShiftError
 from ..imageio import open_header     # reads the header only, with Pillow's own bomb limit lifted
-from ..models import BUNDLED, DEFAULT_MODELS, load_model, resolve_device, resolve_dtype
+from ..models import BUNDLED, DEFAULT_MODELS, load_model, resolve_dtype
 from ..pipeline import ResShiftPipeline
-from ..upscale import COLOR_FIXES, Job, Restore, UpscaleOptions, process_job, upscale_job
+from ..tasks import TASKS, inpaint_job, restore_face_job, upscale_job
 from .jobs import JobQueue, QueueFull
 from .settings import ServeSettings
 
@@ -107,7 +108,7 @@ def load_models(settings: ServeSettings) -> dict[str, ServedModel]:
         pipe = load_model(spec, device=device, dtype=dtype)
         config = pipe.config
         description = bundled.description if bundled else (
-            f"{TASKS[config.task][0]}, x{config.scale}, {config.schedule.num_steps} steps")
+            f"{TASKS[config.task].noun}, x{config.scale}, {config.schedule.num_steps} steps")
         served[name] = ServedModel(name, description, pipe)
     return served
 
@@ -188,7 +189,7 @@ class Service:
         if name is None:
             served = next((m for m in self.models.values() if m.task == task), None)
             if served is None:
-                raise ApiError(409, f"the server was started without {TASKS[task][0]}; restart it with one, "
+                raise ApiError(409, f"the server was started without {TASKS[task].noun}; restart it with one, "
                                     "e.g. `resshift serve --model MODEL_FOLDER` (repeat --model to serve several)")
         elif name in self.models:
             served = self.models[name]
@@ -196,14 +197,14 @@ class Service:
             raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.models)} "
                                 "(GET /v1/models lists them)")
         if served.task != task:     # the routes are named after the CLI commands of TASKS
-            raise ApiError(422, f"model {served.name!r} is {TASKS[served.task][0]}; send it to "
-                                f"POST /v1/{TASKS[served.task][1]}")
+            raise ApiError(422, f"model {served.name!r} is {TASKS[served.task].noun}; send it to "
+                                f"POST /v1/{TASKS[served.task].command}")
         if steps is not None and steps > served.steps:
             raise ApiError(422, f"invalid steps: model {served.name!r} has {served.steps} steps; "
                                 f"choose 1 to {served.steps}")
         return served
 
-    async def restore(self, served: ServedModel, form: _TaskForm, options: UpscaleOptions, restore: Restore, *,
+    async def restore(self, served: ServedModel, form: _TaskForm, options: RestoreOptions, restore: Restore, *,
                       suffix: str, mask: Optional[UploadFile] = None,
                       required_size: Optional[tuple[int, int]] = None) -> Response:
         """Store the uploads in a fresh temporary folder, check them, run `restore` in the queue, and
@@ -257,7 +258,7 @@ class Service:
         return width, height
 
 
-def _encode_result(pipe: ResShiftPipeline, job: Job, options: UpscaleOptions, restore: Restore) -> bytes:
+def _encode_result(pipe: ResShiftPipeline, job: Job, options: RestoreOptions, restore: Restore) -> bytes:
     """Run in a worker: decode, pick a tile, restore and encode as the CLI does (`process_job`), then
     hand back the encoded bytes."""
     process_job(pipe, job, options, None, restore)
@@ -319,7 +320,7 @@ async def upscale(form: Annotated[UpscaleForm, Form(media_type=MULTIPART)], serv
     """Super-resolve a photo with an SR model, to the model's scale or any `scale` up to 16."""
     served = service.pick(form.model, "sr", form.steps)
     scale = form.scale or served.pipe.config.scale
-    options = UpscaleOptions(outscale=scale, steps=form.steps, seed=form.seed, tile=form.tile or None,
+    options = RestoreOptions(outscale=scale, steps=form.steps, seed=form.seed, tile=form.tile or None,
                              color_fix=form.color_fix, max_pixels=service.settings.max_pixels)
     return await service.restore(served, form, options, upscale_job, suffix=f"_x{scale:g}")
 
@@ -328,7 +329,7 @@ async def upscale(form: Annotated[UpscaleForm, Form(media_type=MULTIPART)], serv
 async def inpaint(form: Annotated[InpaintForm, Form(media_type=MULTIPART)], service: ServiceDep) -> Response:
     """Fill the white pixels of `mask` in `image`; the other pixels are kept exactly."""
     served = service.pick(form.model, "inpaint", form.steps)
-    options = UpscaleOptions(steps=form.steps, seed=form.seed, max_pixels=service.settings.max_pixels)
+    options = RestoreOptions(steps=form.steps, seed=form.seed, max_pixels=service.settings.max_pixels)
     restore = functools.partial(inpaint_job, dilate=form.mask_dilate)
     return await service.restore(served, form, options, restore, suffix="_inpainted", mask=form.mask)
 
@@ -338,7 +339,7 @@ async def restore_face(form: Annotated[RestoreFaceForm, Form(media_type=MULTIPAR
     """Restore an aligned face crop of the model's size (512x512 for faceir), or any size with `resize`."""
     served = service.pick(form.model, "face", form.steps)
     side = served.pipe.config.unet.lq_size
-    options = UpscaleOptions(steps=form.steps, seed=form.seed, max_pixels=service.settings.max_pixels)
+    options = RestoreOptions(steps=form.steps, seed=form.seed, max_pixels=service.settings.max_pixels)
     restore = functools.partial(restore_face_job, resize_input=form.resize)
     return await service.restore(served, form, options, restore, suffix="_restored",
                                  required_size=None if form.resize else (side, side))

@@ -1,0 +1,101 @@
+"""`resshift serve`: the argparse side; the app is `resshift.web.create_app`, run by uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from ..errors import ResShiftError
+from ..models import DTYPES
+from ..web.settings import ServeSettings
+from .arguments import int_in_range, non_negative_int, positive_float, positive_int
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+EPILOG = """\
+API (every error is JSON {"error": "..."}; the full schema is at /openapi.json):
+  POST /v1/upscale        multipart form: image, model, scale, steps, seed, tile, color_fix, format
+  POST /v1/inpaint        image, mask (white = fill), model, steps, seed, mask_dilate, format
+  POST /v1/restore-face   image, model, steps, seed, resize, format
+  GET  /v1/models         the served models and the upload limits
+  GET  /healthz           200 once the models are loaded
+  The answer is the image itself (PNG unless format=jpg or webp).
+
+  curl -F image=@photo.jpg -F scale=2 http://127.0.0.1:7860/v1/upscale -o photo_x2.png
+
+load and safety:
+  At most --workers images are restored at once and --queue-size more requests wait; others get
+  503 with a Retry-After header. Uploads over --max-upload-mb or images over --max-pixels are
+  refused before any decoding. The server listens on this machine only (127.0.0.1) unless --host
+  says otherwise; it has no authentication, so put it behind a proxy that has one before opening it.
+
+models:
+  --model takes a model folder (from `resshift convert`) or a bundled model name, and may be
+  repeated; the first model of each task is its default. Without --model every installed bundled
+  model is served.
+
+examples:
+  resshift serve --model models/realsr-v3
+  resshift serve --model models/realsr-v3 --model models/inpaint-imagenet --port 8000 --workers 2
+"""
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve the models over HTTP: a web page and a JSON API",
+        description="Run a web server with a page to upscale, inpaint and restore images, and an HTTP API.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)")
+    parser.add_argument("--port", type=int_in_range(0, 65535), default=7860, help="port (default: 7860; 0: any free one)")
+    parser.add_argument("--model", action="append", dest="models", metavar="MODEL",
+                        help="model folder or bundled model name; repeat to serve several "
+                             "(default: every installed bundled model)")
+    parser.add_argument("--max-upload-mb", type=positive_float, default=ServeSettings.max_upload_mb,
+                        help=f"largest request, image and mask together (default: {ServeSettings.max_upload_mb:g})")
+    parser.add_argument("--max-pixels", type=positive_int, default=ServeSettings.max_pixels,
+                        help=f"largest image in pixels (default: {ServeSettings.max_pixels})")
+    parser.add_argument("--workers", type=positive_int, default=ServeSettings.workers,
+                        help="images restored at once; each holds a model's working memory (default: 1)")
+    parser.add_argument("--queue-size", type=non_negative_int, default=ServeSettings.queue_size,
+                        help=f"requests that may wait for a worker; more get 503 (default: {ServeSettings.queue_size})")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                        help="auto: fp16 on CUDA, fp32 elsewhere (default)")
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the models, bind the port (both fail as one-line errors), then serve until Ctrl-C."""
+    try:
+        import uvicorn
+
+        from ..web.app import create_app
+    except ImportError as exc:
+        raise ResShiftError(f"`resshift serve` needs the web extra ({exc.name} is missing): "
+                            "pip install \"resshift[web]\"") from exc
+    settings = ServeSettings(models=tuple(args.models or ()), device=args.device, dtype=args.dtype,
+                             max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                             workers=args.workers, queue_size=args.queue_size)
+    app = create_app(settings)
+    listener = _listen(args.host, args.port)
+    host, port = listener.getsockname()[:2]
+    url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    print(f"resshift serve: {', '.join(app.state.service.models)} at {url} (Ctrl-C stops)", flush=True)
+    if args.host not in LOOPBACK_HOSTS:
+        print(f"resshift serve: note: listening on {args.host}: anyone who reaches this machine can use the "
+              "server, which has no authentication", file=sys.stderr)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[listener])
+    return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn, so that a busy port is a one-line error and port 0 can be printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ResShiftError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                            "choose another --port or --host") from exc

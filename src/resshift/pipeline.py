@@ -264,7 +264,7 @@ class ResShiftPipeline:
         factor = self.config.autoencoder.downsample_factor
         cond_scale = factor // self.config.scale                   # input pixels per latent pixel
         grid = self._tile_grid(tile, tile_overlap, cond_scale, y.shape[-2:])
-        z_y = tiled_map(self.encode, [(self._upsample(y), factor)], out_scale=1, **grid)
+        z_y = tiled_map(self.encode, [(self.upsample(y), factor)], out_scale=1, **grid)
         model_dtype = self.dtype
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -311,7 +311,7 @@ class ResShiftPipeline:
         mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
         return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
-    def _upsample(self, y: torch.Tensor) -> torch.Tensor:
+    def upsample(self, y: torch.Tensor) -> torch.Tensor:
         """The official bicubic upsampling of the input before encoding (SR only)."""
         if self.config.scale == 1:
             return y

@@ -123,7 +123,7 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
     cond["lq"] = y
     with torch.no_grad():
         z0 = pipe.encode(hq * 2 - 1)                                  # (N, C, h, w)
-        z_y = pipe.encode(pipe._upsample(y))                          # the conditioning inference uses
+        z_y = pipe.encode(pipe.upsample(y))                          # the conditioning inference uses
     t, noise = draw_t_and_noise(batch["sample"], seed, len(etas), z0)
     eta = etas[t].view(-1, 1, 1, 1)                                   # (N, 1, 1, 1)
 

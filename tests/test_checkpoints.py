@@ -41,6 +41,10 @@ def test_official_file_name_narrows_the_preset():
     state = fake_state_dict("unet_keys_realsr_v3.txt")
     assert detect_presets(state, filename="/x/resshift_realsrx4_s4_v3.pth") == ["realsr-v3"]
     assert detect_presets(state, filename="/x/resshift_bicsrx4_s4.pth") == ["bicsr"]
+    inpainting = fake_state_dict("unet_keys_inpaint_face.txt")
+    assert detect_presets(inpainting, filename="resshift_inpainting_face_s4.pth") == ["inpaint-face"]
+    # the name the official inference script saves its download under
+    assert detect_presets(inpainting, filename="resshift_inpaint_imagenet_s4.pth") == ["inpaint-imagenet"]
 
 
 def test_autoencoders_are_recognised_from_official_keys():

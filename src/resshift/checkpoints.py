@@ -140,7 +140,8 @@ def detect_presets(state_dict: Mapping[str, torch.Tensor], filename: str | None 
     matches = [name for name, preset in PRESETS.items()
                if _unet_signature(preset.config.unet) == signature]
     if filename is not None:
-        named = [name for name in matches if PRESETS[name].unet_file == Path(filename).name]
+        named = [name for name in matches
+                 if Path(filename).name in (PRESETS[name].unet_file, *PRESETS[name].unet_aliases)]
         return named or matches
     return matches
 

@@ -148,6 +148,14 @@ class ReleaseServer:
         return Handler
 
 
+@pytest.fixture(autouse=True)
+def no_internet(tmp_path, monkeypatch):
+    """Whatever a test forgets to set, it never reaches the real release page nor the user's cache."""
+    monkeypatch.setenv("RESSHIFT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESSHIFT_OFFLINE", "1")
+    monkeypatch.setenv("RESSHIFT_MODEL_URL", "http://127.0.0.1:9")      # the discard port: refused
+
+
 @pytest.fixture
 def release(tiny_release, tmp_path, monkeypatch):
     """The local release server holding the tiny presets' files, and an empty cache for this test."""
@@ -156,8 +164,7 @@ def release(tiny_release, tmp_path, monkeypatch):
     thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("RESSHIFT_MODEL_URL", server.url)
-    monkeypatch.setenv("RESSHIFT_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("RESSHIFT_OFFLINE", raising=False)
+    monkeypatch.delenv("RESSHIFT_OFFLINE")
     for preset in TINY_PRESETS:
         monkeypatch.setitem(PRESETS, preset.name, preset)
     yield server
@@ -287,6 +294,24 @@ def test_server_ignoring_range_restarts_cleanly(release):
     assert recorded["size"] == len(release.files[name]) and recorded["sha256"] == sha256(release.files[name])
 
 
+def test_stale_partial_files_are_discarded(release):
+    name = "tiny_sr_unet.pth"
+    part = hub.cache_dir() / "downloads" / f"{name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\0" * (len(release.files[name]) + 1))     # longer than the file: HTTP 416, start over
+    hub.ensure_model("tiny-sr", retry=FAST, progress=False)
+    assert [wanted for requested, wanted in release.requests if requested == name] == [
+        f"bytes={len(release.files[name]) + 1}-", None]
+
+    name = "tiny_sr2_unet.pth"
+    part = part.with_name(f"{name}.part")
+    part.write_bytes(b"\0" * 1000)          # the start of some other file: the whole is not a checkpoint
+    with pytest.raises(CheckpointError, match=f"{name}: downloaded file rejected: .*not a readable PyTorch"):
+        hub.ensure_model("tiny-sr2", retry=FAST, progress=False)
+    assert not part.exists()
+    hub.ensure_model("tiny-sr2", retry=FAST, progress=False)
+
+
 def test_concurrent_requests_for_one_model_download_it_once(release):
     """Two callers at once (threads here: flock locks each open file, so they exclude each other as
     processes would): one downloads and converts, the other waits and gets the same folder."""
@@ -349,8 +374,7 @@ def test_no_network_gives_one_offline_error(tmp_path, monkeypatch):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("RESSHIFT_MODEL_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("RESSHIFT_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("RESSHIFT_OFFLINE", raising=False)
+    monkeypatch.delenv("RESSHIFT_OFFLINE")
     with pytest.raises(OfflineError) as info:
         hub.ensure_model("realsr-v3", retry=FAST, progress=False)
     message = str(info.value)

@@ -1,18 +1,21 @@
 """Reading and writing weights: official `.pth` files and our safetensors format.
 
-Official checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain
-containers are unpickled, so nothing in a file can run code. They are recognised by their keys
-and shapes (spandrel-style), after stripping the wrappers that training tools add
-(``module.`` from DistributedDataParallel, ``_orig_mod.`` from ``torch.compile``).
+Official checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors, plain
+containers and numpy scalars are unpickled, so nothing in a file can run code. They are recognised
+by their keys and shapes (spandrel-style), after stripping the wrappers that training tools add
+(``module.`` from DistributedDataParallel, ``_orig_mod.`` from ``torch.compile``, a ``state_dict``
+or ``params_ema`` dict beside step counters and other metadata).
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
@@ -27,6 +30,15 @@ from .presets import PRESETS
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "params_ema", "params", "model")
 StateDict = dict[str, torch.Tensor]
+
+# Training scripts store step counters and losses as numpy scalars beside the weights. Unpickling
+# one takes numpy's scalar constructor (named numpy._core... by numpy 2 and numpy.core... by numpy 1,
+# which wrote older files), np.dtype and the dtype's class; they only turn bytes into a number.
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+NUMPY_SCALAR_GLOBALS = [(_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),
+                        (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"), np.dtype,
+                        *{type(np.dtype(code)) for code in "?bhilqpBHILQPefdgFDG"}]
+_REFUSED_OBJECT = re.compile(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>")
 
 
 def strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
@@ -49,11 +61,12 @@ def read_official(path: str | Path) -> StateDict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects other than tensors, and loading "
-            f"it could run code ({str(exc).splitlines()[0]})") from exc
+            f"{path}: refused to load: not a plain weights file; it holds Python objects other than "
+            f"tensors, and loading it could run code ({_unsafe_global(exc)})") from exc
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
@@ -65,6 +78,12 @@ def read_official(path: str | Path) -> StateDict:
     if not_tensors:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, not_tensors[:5]))}")
     return strip_wrappers(data)
+
+
+def _unsafe_global(exc: pickle.UnpicklingError) -> str:
+    """What the file asked to build, from torch's long refusal."""
+    found = _REFUSED_OBJECT.search(str(exc))
+    return f"it asks for {found.group(1) or found.group(2)}" if found else "an unsupported object"
 
 
 def read_safetensors(path: str | Path) -> StateDict:
@@ -140,7 +159,8 @@ def detect_presets(state_dict: Mapping[str, torch.Tensor], filename: str | None 
     matches = [name for name, preset in PRESETS.items()
                if _unet_signature(preset.config.unet) == signature]
     if filename is not None:
-        named = [name for name in matches if PRESETS[name].unet_file == Path(filename).name]
+        named = [name for name in matches
+                 if Path(filename).name in (PRESETS[name].unet_file, *PRESETS[name].unet_aliases)]
         return named or matches
     return matches
 

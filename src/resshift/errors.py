@@ -15,3 +15,12 @@ class CheckpointError(ResShiftError):
 
 class ConfigError(ResShiftError):
     """A configuration or preset name is unknown or has a wrong value."""
+
+
+class DownloadError(ResShiftError):
+    """An official model could not be fetched or stored: an HTTP error, a broken transfer, a full or
+    unwritable cache."""
+
+
+class OfflineError(DownloadError):
+    """An official model is needed but cannot be downloaded here (RESSHIFT_OFFLINE=1, or no network)."""

@@ -5,7 +5,9 @@ A model spec is one of
 * a folder written by `ResShiftPipeline.save_pretrained` or `resshift convert` (config.json + safetensors);
 * an official UNet checkpoint (`.pth`), given together with its autoencoder checkpoint and, when the
   file name does not tell it, the official preset (`task`);
-* the name of a bundled model: a row of `BUNDLED` (a table of dataclasses, not a chain of ifs).
+* the name of a bundled model: a row of `BUNDLED` (a table of dataclasses, not a chain of ifs);
+* the name of an official preset (e.g. `realsr-v3`): downloaded and converted into the cache on first
+  use (`resshift.hub`).
 
 `DEFAULT_MODELS` names the bundled model each task uses when no `--model` is given.
 """
@@ -18,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from . import hub
 from .errors import ConfigError
 from .pipeline import CONFIG_NAME, ResShiftPipeline
 from .presets import PRESETS, Task
@@ -80,14 +83,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def model_folder(spec: str) -> Optional[Path]:
-    """The from_pretrained folder that `spec` names (a folder, or a bundled model's name); None otherwise.
-    ConfigError for a bundled model whose files are missing."""
+    """The from_pretrained folder that `spec` names (a folder, a bundled model's name, or an official
+    preset's, fetched into the cache the first time); None otherwise.
+    ConfigError for a bundled model whose files are missing; the `hub.ensure_model` errors for an official one."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
     bundled = BUNDLED.get(spec.strip().lower())
     if bundled is None:
-        return None
+        return hub.ensure_model(spec) if hub.is_official_name(spec) else None
     if not bundled.installed:
         raise ConfigError(f"--model {spec}: the bundled model's files are missing from {bundled.path}; "
                           "reinstall resshift")

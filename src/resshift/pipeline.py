@@ -101,6 +101,18 @@ def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
     return (tensor.mean(dim=1, keepdim=True) > 0.5).float()      # (N, 1, H, W), 1 = fill
 
 
+def _pretrained_folder(spec: str | Path) -> Path:
+    """`spec` itself when it is a folder, else the folder of the bundled or official model it names."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    from .models import model_folder    # here, not at the top: models imports this module
+    folder = model_folder(str(spec))
+    if folder is None:
+        raise CheckpointError(f"{spec}: no such model folder, and not the name of a bundled or official model")
+    return folder
+
+
 class ResShiftPipeline:
     """A ResShift model ready to restore images: `pipe(image)`; see the module docstring."""
 
@@ -121,8 +133,10 @@ class ResShiftPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> "ResShiftPipeline":
-        """Load a folder written by `save_pretrained` (config.json + safetensors weights)."""
-        folder = Path(folder)
+        """Load a folder written by `save_pretrained` (config.json + safetensors weights), or a model
+        by name: a bundled one ("realsr-x4") or an official preset ("realsr-v3", downloaded and
+        converted into the cache on first use, see `resshift.hub`)."""
+        folder = _pretrained_folder(folder)
         config_path = folder / CONFIG_NAME
         if not config_path.is_file():
             raise CheckpointError(f"{folder}: not a resshift model folder (no {CONFIG_NAME})")

@@ -65,8 +65,11 @@ class Preset:
     name: str
     description: str
     config: ModelConfig
-    unet_file: str | None      # None where no official weights were released
+    unet_file: str | None      # as on the release page; None where no official weights were released
     autoencoder_file: str
+    # Other names the UNet file goes by: the official inference script saves the inpainting
+    # checkpoints it downloads as resshift_inpaint_* (the release says resshift_inpainting_*).
+    unet_aliases: tuple[str, ...] = ()
 
 
 def _official(task: Task, scale: int, num_steps: int, min_noise_level: float, *,
@@ -95,10 +98,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "resshift_bicsrx4_s4.pth", "autoencoder_vq_f4.pth"),
     Preset("inpaint-imagenet", "natural-image inpainting, 256x256 (4 steps)",
            _official("inpaint", 1, 4, 0.2, lq_size=256),
-           "resshift_inpaint_imagenet_s4.pth", "autoencoder_vq_f4.pth"),
+           "resshift_inpainting_imagenet_s4.pth", "autoencoder_vq_f4.pth",
+           unet_aliases=("resshift_inpaint_imagenet_s4.pth",)),
     Preset("inpaint-face", "face inpainting, 256x256 (4 steps)",
            _official("inpaint", 1, 4, 0.2, lq_size=256),
-           "resshift_inpaint_face_s4.pth", "celeba256_vq_f4_dim3_face.pth"),
+           "resshift_inpainting_face_s4.pth", "celeba256_vq_f4_dim3_face.pth",
+           unet_aliases=("resshift_inpaint_face_s4.pth",)),
     Preset("faceir", "blind face restoration of aligned 512x512 crops (4 steps)",
            _official("face", 1, 4, 0.2, lq_size=512, autoencoder=VQGAN_F8_FACE),
            "resshift_faceir_s4.pth", "ffhq512_vq_f8_dim8_face.pth"),

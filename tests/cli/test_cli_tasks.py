@@ -165,7 +165,7 @@ def test_mask_usage_errors(tmp_path, cli, inpaint_model):
 
 
 @pytest.mark.parametrize("command, files", [
-    ("inpaint", "resshift_inpaint_imagenet_s4.pth --autoencoder autoencoder_vq_f4.pth"),
+    ("inpaint", "resshift_inpainting_imagenet_s4.pth --autoencoder autoencoder_vq_f4.pth"),
     ("restore-face", "resshift_faceir_s4.pth --autoencoder ffhq512_vq_f8_dim8_face.pth")])
 def test_tasks_without_a_bundled_model_name_their_official_files(tmp_path, cli, monkeypatch, command, files):
     """No --model and nothing bundled for the task: a usage error whose hint converts that task's checkpoints."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +44,10 @@ def test_official_file_name_narrows_the_preset():
     state = fake_state_dict("unet_keys_realsr_v3.txt")
     assert detect_presets(state, filename="/x/resshift_realsrx4_s4_v3.pth") == ["realsr-v3"]
     assert detect_presets(state, filename="/x/resshift_bicsrx4_s4.pth") == ["bicsr"]
+    inpainting = fake_state_dict("unet_keys_inpaint_face.txt")
+    assert detect_presets(inpainting, filename="resshift_inpainting_face_s4.pth") == ["inpaint-face"]
+    # the name the official inference script saves its download under
+    assert detect_presets(inpainting, filename="resshift_inpaint_imagenet_s4.pth") == ["inpaint-imagenet"]
 
 
 def test_autoencoders_are_recognised_from_official_keys():
@@ -86,6 +93,45 @@ def test_pickled_objects_are_never_executed(tmp_path):
     torch.save({"w": torch.ones(1), "obj": NotATensor()}, path)
     with pytest.raises(CheckpointError, match="could run code"):
         read_official(path)
+
+
+class RunsCode:
+    """What a malicious checkpoint holds: unpickling it would call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_code_in_a_checkpoint_is_refused_and_never_run(tmp_path):
+    path, marker = tmp_path / "payload.pth", tmp_path / "ran"
+    torch.save({"w": torch.ones(1), "x": RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="not a plain weights file.*it asks for posix.system"):
+        read_official(path)
+    assert not marker.exists()
+    torch.save({"w": torch.ones(1), "array": np.zeros(3)}, path)    # numpy arrays are not scalars
+    with pytest.raises(CheckpointError, match="not a plain weights file.*_reconstruct"):
+        read_official(path)
+
+
+def with_numpy1_names(path):
+    """Rewrite a checkpoint as numpy 1 would have pickled it (numpy.core instead of numpy._core)."""
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for name, data in entries:
+            target.writestr(name, data.replace(b"numpy._core.", b"numpy.core.") if name.endswith(".pkl") else data)
+
+
+def test_numpy_scalars_beside_the_weights_are_accepted(tmp_path):
+    path = tmp_path / "trained.pth"
+    torch.save({"params_ema": {"module.w": torch.ones(2)}, "iter": np.int64(300000), "loss": np.float32(0.02),
+                "best": np.bool_(True), "meta": {"lr": 5e-5, "config": "realsr"}}, path)
+    assert list(read_official(path)) == ["w"]
+    with_numpy1_names(path)
+    assert list(read_official(path)) == ["w"]
 
 
 def test_non_tensor_entries_and_missing_files(tmp_path):

@@ -9,6 +9,7 @@ or ``params_ema`` dict beside step counters and other metadata).
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from functools import lru_cache
@@ -21,11 +22,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from .errors import CheckpointError
-from .fileio import atomic_write_bytes
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write_bytes, atomic_write_json
 from .nets.swin_unet import SwinUNet, SwinUNetConfig
 from .nets.vqgan import VQGAN, VQGANConfig
-from .presets import PRESETS
+from .presets import PRESETS, ModelConfig
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "params_ema", "params", "model")
@@ -94,6 +95,40 @@ def read_safetensors(path: str | Path) -> StateDict:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
+
+
+# A model folder (save_pretrained, `resshift convert`, the cache of official models, bundled models):
+CONFIG_NAME = "config.json"            # {"format_version": FORMAT_VERSION, **ModelConfig.to_dict()}
+WEIGHTS_NAME = "model.safetensors"     # both networks, keys prefixed "unet." and "autoencoder."
+FORMAT_VERSION = 2
+
+
+def write_model_folder(folder: str | Path, config: ModelConfig, networks: nn.Module,
+                       dtype: torch.dtype | None = None) -> None:
+    """config.json and model.safetensors (the networks' state_dict, optionally cast) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(networks, folder / WEIGHTS_NAME, dtype)
+    atomic_write_json(folder / CONFIG_NAME, {"format_version": FORMAT_VERSION, **config.to_dict()})
+
+
+def read_model_config(folder: str | Path) -> ModelConfig:
+    """A model folder's config.json; CheckpointError when there is none, ConfigError naming the file."""
+    config_path = Path(folder) / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder}: not a resshift model folder (no {CONFIG_NAME})")
+    try:
+        data = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
+    version = data.pop("format_version", None) if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
+        raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION} (a folder from another "
+                          f"resshift version: convert or export the model again)")
+    try:
+        return ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from exc
 
 
 def write_safetensors(module: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:

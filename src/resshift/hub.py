@@ -1,10 +1,11 @@
-"""Official ResShift models by name: downloaded once, converted once, then loaded from a cache.
+"""Models by name: bundled ones, official ones (downloaded once, converted once, then loaded from a
+cache) and model folders; `model_folder` resolves any of them.
 
-``ensure_model("realsr-v3")`` fetches the preset's two release files (its UNet and its autoencoder),
-checks that each is a plain weights file of exactly the expected network, converts them with
-`ResShiftPipeline.from_official` + `save_pretrained` (as ``resshift convert`` does) and writes beside
-the model a manifest (each release file's URL, size and sha256; each model file's size and sha256)
-and the weights' licence. The cache (`cache_dir()`):
+Bundled models live in the package (`BUNDLED`, resshift/weights/<name>/). ``ensure_model("realsr-v3")``
+fetches an official preset's two release files (its UNet and its autoencoder), checks that each is a
+plain weights file of exactly the expected network, converts them into a model folder (as ``resshift
+convert`` does) and writes beside it a manifest (each release file's URL, size and sha256; each model
+file's size and sha256) and the weights' licence notice. The cache (`cache_dir()`):
 
     downloads/<file>.pth        release files; an autoencoder that several models share stays here
     downloads/<file>.pth.part   an interrupted transfer, resumed by the next attempt
@@ -38,20 +39,24 @@ from urllib.request import Request, urlopen
 import torch
 from tqdm import tqdm
 
-from .checkpoints import load_weights, read_official
+from torch import nn
+
+from .checkpoints import CONFIG_NAME, load_weights, read_official, write_model_folder
 from .errors import CheckpointError, ConfigError, DownloadError, OfflineError
 from .fileio import atomic_write_json
 from .nets.autoencoders import build_autoencoder
 from .nets.swin_unet import SwinUNet
-from .pipeline import ResShiftPipeline
-from .presets import PRESETS, Preset, get_preset
+from .presets import PRESETS, Preset, Task, get_preset
 
-__all__ = ["OfficialModel", "RELEASE_URL", "ReleaseFile", "RetryPolicy", "cache_dir", "cached_model",
-           "ensure_model", "is_official_name", "list_official", "release_files", "verify"]
+__all__ = ["BUNDLED", "BundledModel", "OfficialModel", "RELEASE_URL", "ReleaseFile", "RetryPolicy", "cache_dir",
+           "cached_model", "ensure_model", "is_official_name", "list_official", "model_folder", "release_files",
+           "verify"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 RELEASE_URL = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 LICENCE_NAME = "S-Lab License 1.0"
-LICENCE_TEXT = Path(__file__).parent / "licences" / "S-Lab-License-1.0.txt"
+LICENCE_URL = "https://github.com/zsyOAOA/ResShift/blob/journal/LICENSE"
 LICENCE_NOTICE = ("Note: the official ResShift weights are licensed under the S-Lab License 1.0, for "
                   "non-commercial use only (commercial use needs the authors' permission); the licence is "
                   "saved beside the model as LICENSE.")
@@ -99,7 +104,8 @@ class OfficialModel:
     description: str
     files: tuple[str, ...]
     cached: bool
-    download_bytes: int | None      # known once downloaded: the release page publishes no sizes
+    download_bytes: int             # as downloaded once cached; before, the fp32 size of the networks'
+                                    # tensors (the release page publishes no sizes; .pth files add ~1 %)
     licence: str = LICENCE_NAME
 
 
@@ -114,6 +120,52 @@ class _Retryable(Exception):
 class _Unreachable(Exception):
     """No server answered after every attempt: turned into an OfflineError naming all of a model's files."""
 
+
+# ---------------------------------------------------------------------------------- bundled models
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped inside the package, under `resshift/weights/<name>/` (docs/models.md has its card)."""
+
+    name: str
+    task: Task
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.name
+
+    @property
+    def installed(self) -> bool:
+        return (self.path / CONFIG_NAME).is_file()
+
+
+# A compact model gets a row when it reaches its target (docs/models.md has each model's card).
+BUNDLED: dict[str, BundledModel] = {
+    model.name: model for model in (
+        BundledModel("realsr-x4", "sr", "x4 super-resolution of real photos: noise, blur, JPEG (one step, 4.5 M)"),
+        BundledModel("bicubic-x4", "sr", "x4 super-resolution of clean images (bicubic-trained, one step, 4.5 M)"),
+        BundledModel("inpaint-natural", "inpaint", "inpainting of photos: fills the mask from its surroundings "
+                     "(Telea start, one step, 4.6 M)"),
+    )
+}
+def model_folder(spec: str) -> Path | None:
+    """The model folder that `spec` names: a folder, a bundled model's name, or an official preset's
+    (downloaded and converted into the cache the first time, `ensure_model`); None when it names none.
+    ConfigError for a bundled model whose files are missing; `ensure_model`'s errors for an official one."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    bundled = BUNDLED.get(spec.strip().lower())
+    if bundled is not None:
+        if not bundled.installed:
+            raise ConfigError(f"--model {spec}: the bundled model's files are missing from {bundled.path}; "
+                              "reinstall resshift")
+        return bundled.path
+    return ensure_model(spec) if is_official_name(spec) else None
+
+
+# ---------------------------------------------------------------------------------- official models
 
 def cache_dir() -> Path:
     """RESSHIFT_HOME if set, else $XDG_CACHE_HOME/resshift, else ~/.cache/resshift."""
@@ -191,9 +243,9 @@ def list_official() -> list[OfficialModel]:
         if preset.unet_file is None:
             continue
         folder = cached_model(preset.name)
+        size = (_downloaded_bytes(folder) if folder is not None else None) or _tensor_bytes(preset)
         rows.append(OfficialModel(preset.name, preset.config.task, preset.description,
-                                  (preset.unet_file, preset.autoencoder_file), folder is not None,
-                                  _downloaded_bytes(folder) if folder is not None else None))
+                                  (preset.unet_file, preset.autoencoder_file), folder is not None, size))
     return rows
 
 
@@ -263,35 +315,52 @@ def _fetch(file: ReleaseFile, preset: Preset, progress: bool, retry: RetryPolicy
     return target
 
 
+def _network(preset: Preset, role: str) -> nn.Module:
+    """The preset's UNet or autoencoder, on the meta device (its weights come from a file)."""
+    with torch.device("meta"):
+        return SwinUNet(preset.config.unet) if role == "unet" else build_autoencoder(preset.config.autoencoder)
+
+
 def _check_network(path: Path, file: ReleaseFile, preset: Preset) -> None:
     """Refuse (and delete) a download that is not a plain weights file of exactly the expected network."""
-    config = preset.config
     try:
-        state = read_official(path)
-        with torch.device("meta"):
-            network = SwinUNet(config.unet) if file.role == "unet" else build_autoencoder(config.autoencoder)
-        load_weights(network, state, f"the {file.role} of {preset.name}")
+        load_weights(_network(preset, file.role), read_official(path), f"the {file.role} of {preset.name}")
     except CheckpointError as exc:
         path.unlink(missing_ok=True)
         raise CheckpointError(f"{file.url}: downloaded file rejected: {exc}") from exc
 
 
 def _convert(preset: Preset, files: tuple[ReleaseFile, ...], sources: dict[str, Path], dtype: torch.dtype) -> None:
-    """Write the model folder beside its final place and rename it there only once it is complete."""
+    """Write the model folder (as `resshift convert` does) beside its final place, and rename it there
+    only once it is complete."""
     models = cache_dir() / "models"
     models.mkdir(parents=True, exist_ok=True)
     for stale in models.glob(f".{preset.name}.*.tmp"):     # left by a killed process; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     staging = models / f".{preset.name}.{secrets.token_hex(4)}.tmp"
     try:
-        pipe = ResShiftPipeline.from_official(sources["unet"], sources["autoencoder"], task=preset.name)
-        pipe.save_pretrained(staging, dtype=dtype)
-        shutil.copyfile(LICENCE_TEXT, staging / LICENCE_FILE_NAME)
+        networks = nn.ModuleDict({file.role: _network(preset, file.role) for file in files})
+        for file in files:
+            load_weights(networks[file.role], read_official(sources[file.role]), str(sources[file.role]))
+        write_model_folder(staging, preset.config, networks, dtype)
+        (staging / LICENCE_FILE_NAME).write_text(licence_notice(preset, files))
         atomic_write_json(staging / MANIFEST_NAME, _manifest(preset, files, sources, staging, dtype))
         os.replace(staging, _model_folder(preset.name))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def licence_notice(preset: Preset, files: tuple[ReleaseFile, ...]) -> str:
+    """What travels with a converted official model: whose weights they are and on which terms."""
+    sources = "\n".join(f"  {file.url}" for file in files)
+    return (f"{LICENCE_NAME}\n\n"
+            f"The weights in this folder ({preset.name}) were converted by resshift from the official ResShift\n"
+            f"release files of Zongsheng Yue et al. (S-Lab, Nanyang Technological University):\n{sources}\n\n"
+            f"They are licensed under the {LICENCE_NAME}: use and redistribution for non-commercial purposes\n"
+            f"only, keeping the copyright notice; commercial use needs the authors' permission. The full\n"
+            f"licence text: {LICENCE_URL}\n"
+            f"(resshift's own code is Apache-2.0; that licence does not extend to these weights.)\n")
 
 
 def _manifest(preset: Preset, files: tuple[ReleaseFile, ...], sources: dict[str, Path], folder: Path,
@@ -315,6 +384,12 @@ def _file_record(path: Path) -> dict | None:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _tensor_bytes(preset: Preset) -> int:
+    """The bytes of the preset's UNet and autoencoder state_dicts in fp32 (built on the meta device)."""
+    networks = (_network(preset, "unet"), _network(preset, "autoencoder"))
+    return sum(4 * value.numel() for network in networks for value in network.state_dict().values())
 
 
 def _downloaded_bytes(folder: Path) -> int | None:

@@ -18,7 +18,6 @@ Inside, images live in [-1, 1] and the chain runs in the autoencoder's latent sp
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -28,22 +27,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import diffusion
-from .checkpoints import (detect_autoencoder, detect_presets, load_weights, read_official,
-                          read_safetensors, write_safetensors)
-from .errors import CheckpointError, ConfigError, InputError
-from .fileio import atomic_write_json
-from .imageio import BT601_LUMA
+from . import diffusion, hub
+from .checkpoints import (WEIGHTS_NAME, detect_autoencoder, detect_presets, load_weights, read_model_config,
+                          read_official, read_safetensors, write_model_folder)
+from .errors import CheckpointError, InputError
 from .holes import fill_holes
-from .nets.swin_unet import SwinUNet
+from .imageio import BT601_LUMA
 from .nets.autoencoders import build_autoencoder
+from .nets.swin_unet import SwinUNet
 from .presets import ModelConfig, get_preset
 from .schedule import Schedule
 from .tiling import tiled_map
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"     # both networks, keys prefixed "unet." and "autoencoder."
-FORMAT_VERSION = 2
 
 
 def image_to_tensor(image: Any, what: str = "image") -> tuple[torch.Tensor, str]:
@@ -101,18 +96,6 @@ def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
     return (tensor.mean(dim=1, keepdim=True) > 0.5).float()      # (N, 1, H, W), 1 = fill
 
 
-def _pretrained_folder(spec: str | Path) -> Path:
-    """`spec` itself when it is a folder, else the folder of the bundled or official model it names."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    from .models import model_folder    # here, not at the top: models imports this module
-    folder = model_folder(str(spec))
-    if folder is None:
-        raise CheckpointError(f"{spec}: no such model folder, and not the name of a bundled or official model")
-    return folder
-
-
 class ResShiftPipeline:
     """A ResShift model ready to restore images: `pipe(image)`; see the module docstring."""
 
@@ -136,22 +119,8 @@ class ResShiftPipeline:
         """Load a folder written by `save_pretrained` (config.json + safetensors weights), or a model
         by name: a bundled one ("realsr-x4") or an official preset ("realsr-v3", downloaded and
         converted into the cache on first use, see `resshift.hub`)."""
-        folder = _pretrained_folder(folder)
-        config_path = folder / CONFIG_NAME
-        if not config_path.is_file():
-            raise CheckpointError(f"{folder}: not a resshift model folder (no {CONFIG_NAME})")
-        try:
-            data = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
-        version = data.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"{config_path}: format_version {version!r} is not {FORMAT_VERSION} (a folder from another "
-                              f"resshift version: convert or export the model again)")
-        try:
-            config = ModelConfig.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{config_path}: {exc}") from exc
+        folder = hub.model_folder(str(folder))
+        config = read_model_config(folder)
         with torch.device("meta"):
             pipe = cls(SwinUNet(config.unet), build_autoencoder(config.autoencoder), config)
         load_weights(pipe.networks(), read_safetensors(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
@@ -190,11 +159,7 @@ class ResShiftPipeline:
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write config.json and model.safetensors (both networks; optionally cast, e.g. to fp16)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_safetensors(self.networks(), folder / WEIGHTS_NAME, dtype)
-        payload = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
-        atomic_write_json(folder / CONFIG_NAME, payload)
+        write_model_folder(folder, self.config, self.networks(), dtype)
 
     def networks(self) -> torch.nn.ModuleDict:
         """Both networks under one state_dict, the layout of model.safetensors."""

@@ -17,7 +17,8 @@ from resshift.degradations.bicubic import imresize
 from resshift.evaluation import hole_shift_rms, hole_stlpips, masked_eval_set, model_inpaint, telea_inpaint
 from resshift.imageio import read_image, to_tensor
 from resshift.metrics import STLPIPS, phase_variance, psnr
-from resshift.models import BUNDLED, DEFAULT_MODELS, load_model
+from resshift.hub import BUNDLED
+from resshift.models import DEFAULT_MODELS, load_model
 from resshift.training.logs import to_uint8
 from resshift.batch import RestoreOptions
 

@@ -23,7 +23,7 @@ from PIL import Image
 from resshift.cli import main
 from resshift.data import HRFolderDataset, StreamBatchSampler, degrade_batch, keyed_generator, make_loader
 from resshift.errors import CheckpointError, ConfigError, InputError
-from resshift.models import BUNDLED
+from resshift.hub import BUNDLED
 from resshift.nets.swin_unet import SwinUNetConfig
 from resshift.nets.unshuffle import UnshuffleConfig
 from resshift.pipeline import ResShiftPipeline

@@ -123,6 +123,7 @@ def test_healthz_and_models(client):
     assert [(m["name"], m["task"], m["scale"], m["steps"], m["default"]) for m in listing["models"]] == [
         ("tiny-x4", "sr", 4, 4, True), ("tiny-inpaint", "inpaint", 1, 2, True), ("tiny-face", "face", 1, 1, True)]
     assert all(m["description"] for m in listing["models"])
+    assert {m["licence"] for m in listing["models"]} == {"unknown (no LICENSE in the model folder)"}
 
 
 def test_upscale_answers_the_image_with_a_safe_download_name(client):

@@ -1,7 +1,7 @@
 """The `resshift` command: one entry point with subcommands that call the library API.
 
 Errors the user can act on are printed as one line on stderr with exit code 2 (usage and
-input problems) or 1 (a job that failed); never a traceback.
+input problems) or 1 (a job or a download that failed); never a traceback.
 """
 
 from __future__ import annotations
@@ -11,22 +11,23 @@ import sys
 from typing import Callable, Sequence
 
 from .. import __version__
-from ..errors import ResShiftError
+from ..errors import DownloadError, ResShiftError
 from .benchmark import add_benchmark
 from .degrade import add_degrade
 from .evaluate import add_eval
-from .models import add_convert, add_models, add_presets
+from .models import add_convert, add_download, add_models, add_presets
 from .serve import add_serve
 from .tasks import add_inpaint, add_restore_face
 from .train import add_train
 from .upscale import add_upscale
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_upscale, add_inpaint, add_restore_face, add_benchmark, add_eval, add_serve, add_train, add_degrade,
-    add_convert, add_models, add_presets)
+    add_convert, add_download, add_models, add_presets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except DownloadError as exc:       # the request was right; the network or the disk failed it
+        print(f"resshift {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ResShiftError as exc:
         print(f"resshift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

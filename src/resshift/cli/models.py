@@ -1,12 +1,15 @@
-"""`resshift convert`, `resshift models` and `resshift presets`: getting models and seeing which exist."""
+"""`resshift convert`, `download`, `models` and `presets`: getting models and seeing which exist."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from .. import hub
 from ..errors import ResShiftError
-from ..models import BUNDLED, DEFAULT_MODELS, DTYPES
+from ..hub import BUNDLED
+from ..models import DEFAULT_MODELS, DTYPES
 from ..presets import PRESETS
 
 
@@ -49,21 +52,61 @@ def add_presets(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_models(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list the models bundled with resshift (no download needed)")
+    parser = subparsers.add_parser(
+        "models", help="list the bundled models and the official ones (cached or not) and where the cache is",
+        description="Bundled models run with no download. Official models are fetched by name on first use "
+                    "(`--model realsr-v3`, or `resshift download realsr-v3`) into the cache shown.")
     parser.set_defaults(run=run_models)
 
 
 def run_models(args: argparse.Namespace) -> int:
-    if not BUNDLED:
-        print("no bundled models in this version yet; use a model folder or official checkpoints "
-              "(`resshift presets`)")
     defaults = set(DEFAULT_MODELS.values())
+    print("bundled (Apache-2.0, no download):")
     for model in BUNDLED.values():
-        state = "default" if model.name in defaults else ""
-        if not model.installed:
-            state = "MISSING"
-        print(f"{model.name:12} {model.task:8} {state:8} {model.description}")
+        state = "MISSING" if not model.installed else "default" if model.name in defaults else ""
+        print(f"  {model.name:18} {model.task:8} {state:8} {model.description}")
+    print(f"official (downloaded by name on first use; cache: {hub.cache_dir()}):")
+    for row in hub.list_official():
+        state, size = ("cached", f"{row.download_bytes / 1e6:.0f} MB") if row.cached else \
+            ("-", f"~{row.download_bytes / 1e6:.0f} MB download")
+        print(f"  {row.name:18} {row.task:8} {state:8} {row.description}; {size}; {row.licence} (non-commercial)")
+    missing = [name for name, preset in PRESETS.items() if preset.unet_file is None]
+    if missing:
+        print(f"  (no official weights were released for {', '.join(missing)}: configuration only)")
     return 0
+
+
+def add_download(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "download", help="fetch official models by name into the cache (done on first use anyway)",
+        description="Download, verify and convert official ResShift models into the cache "
+                    "(RESSHIFT_HOME, else $XDG_CACHE_HOME/resshift, else ~/.cache/resshift), so that "
+                    "`--model NAME` then runs offline. An interrupted download resumes where it stopped. "
+                    "The official weights are under the S-Lab License 1.0 (non-commercial use).",
+        epilog="environment: RESSHIFT_MODEL_URL replaces the release URL (mirrors, local copies); "
+               "RESSHIFT_OFFLINE=1 never downloads.\nexample: resshift download realsr-v3 inpaint-imagenet "
+               "--dtype fp16", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", metavar="NAME", help="official model names (`resshift models`)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                        help="storage precision of the converted weights (default: fp32)")
+    parser.add_argument("--keep-pth", action="store_true",
+                        help="keep the downloaded release .pth files in the cache after converting them")
+    parser.set_defaults(run=run_download)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Each name in turn; a failed one is reported and the others go on (exit 1 if any failed)."""
+    failed = 0
+    for name in args.names:
+        try:
+            folder = hub.ensure_model(name, dtype=DTYPES[args.dtype], keep_pth=args.keep_pth,
+                                      progress=sys.stderr.isatty())
+        except ResShiftError as exc:
+            print(f"resshift download: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: {folder}")
+    return 1 if failed else 0
 
 
 def run_presets(args: argparse.Namespace) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import os
@@ -53,8 +52,9 @@ from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_RESEED, KEY_VALIDATION, HR
 from resshift.distributed import TRAINING_TIMEOUT, World, all_sum, gather_objects, process_group, resolve_device
 from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import psnr
-from resshift.models import model_folder
-from resshift.pipeline import CONFIG_NAME, ResShiftPipeline
+from resshift.checkpoints import read_model_config
+from resshift.hub import model_folder
+from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
 from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
                                           save_checkpoint, seed_everything, set_rng_state)
@@ -70,11 +70,11 @@ LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift")
 # --------------------------------------------------------------------------- the model
 
 def pretrained_folder(name: str) -> Path:
-    """model.pretrained: a from_pretrained folder or a bundled model's name."""
+    """model.pretrained: a model folder, or a bundled or official model's name."""
     folder = model_folder(name)
-    if folder is None or not (folder / CONFIG_NAME).is_file():
-        raise ConfigError(f"model.pretrained={name}: not a model folder (with {CONFIG_NAME}) nor a bundled "
-                          "model name (`resshift models` lists them)")
+    if folder is None:
+        raise ConfigError(f"model.pretrained={name}: not a model folder nor the name of a bundled or official "
+                          "model (`resshift models` lists them)")
     return folder
 
 
@@ -83,9 +83,7 @@ def model_config_of(spec: ModelSpec) -> Optional[ModelConfig]:
     if spec.config is not None:
         return spec.config
     if spec.pretrained is not None:
-        data = json.loads((pretrained_folder(spec.pretrained) / CONFIG_NAME).read_text())
-        data.pop("format_version", None)
-        return ModelConfig.from_dict(data)
+        return read_model_config(pretrained_folder(spec.pretrained))
     return get_preset(spec.preset).config if spec.preset is not None else None
 
 

@@ -52,7 +52,9 @@ from ..color import COLOR_FIXES
 from ..distributed import resolve_device
 from ..errors import ConfigError, ResShiftError
 from ..imageio import open_header     # reads the header only, with Pillow's own bomb limit lifted
-from ..models import BUNDLED, DEFAULT_MODELS, load_model, resolve_dtype
+from .. import hub
+from ..hub import BUNDLED
+from ..models import DEFAULT_MODELS, load_model, resolve_dtype
 from ..pipeline import ResShiftPipeline
 from ..tasks import TASKS, inpaint_job, restore_face_job, upscale_job
 from .jobs import JobQueue, QueueFull
@@ -76,6 +78,7 @@ class ServedModel:
     name: str
     description: str
     pipe: ResShiftPipeline = field(repr=False)
+    licence: str = "Apache-2.0"
 
     @property
     def task(self) -> str:
@@ -98,7 +101,7 @@ def load_models(settings: ServeSettings) -> dict[str, ServedModel]:
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_file():
-            raise ConfigError(f"--model {spec}: serve takes model folders or bundled model names; convert an "
+            raise ConfigError(f"--model {spec}: serve takes model folders and bundled or official model names; convert an "
                               f"official checkpoint first: resshift convert --unet {spec} "
                               "--autoencoder autoencoder_vq_f4.pth -o models/NAME")
         bundled = None if path.is_dir() else BUNDLED.get(spec.strip().lower())
@@ -109,8 +112,17 @@ def load_models(settings: ServeSettings) -> dict[str, ServedModel]:
         config = pipe.config
         description = bundled.description if bundled else (
             f"{TASKS[config.task].noun}, x{config.scale}, {config.schedule.num_steps} steps")
-        served[name] = ServedModel(name, description, pipe)
+        served[name] = ServedModel(name, description, pipe, "Apache-2.0" if bundled else folder_licence(spec))
     return served
+
+
+def folder_licence(spec: str) -> str:
+    """The first line of a model folder's LICENSE (official models carry theirs), else 'unknown'."""
+    folder = hub.model_folder(spec)
+    notice = folder / hub.LICENCE_FILE_NAME if folder is not None else None
+    if notice is None or not notice.is_file():
+        return "unknown (no LICENSE in the model folder)"
+    return notice.read_text().splitlines()[0].strip() or "unknown"
 
 
 def _installed_bundled_models() -> tuple[str, ...]:
@@ -309,7 +321,7 @@ async def list_models(service: ServiceDep) -> dict:
     for served in service.models.values():
         defaults.setdefault(served.task, served.name)
     models = [{"name": m.name, "task": m.task, "scale": m.pipe.config.scale, "steps": m.steps,
-               "description": m.description, "default": defaults[m.task] == m.name}
+               "description": m.description, "licence": m.licence, "default": defaults[m.task] == m.name}
               for m in service.models.values()]
     limits = {"max_upload_mb": service.settings.max_upload_mb, "max_pixels": service.settings.max_pixels}
     return {"models": models, "limits": limits}

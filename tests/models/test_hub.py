@@ -228,7 +228,9 @@ def test_official_model_by_name_equals_from_official(release, tmp_path, capsys, 
         (name, f"{release.url}/{name}", len(release.files[name]), sha256(release.files[name]))
         for name in ("tiny_sr_unet.pth", "tiny_vq.pth")]
     assert sorted(manifest["files"]) == ["LICENSE", "config.json", "model.safetensors"]
-    assert (folder / "LICENSE").read_text().startswith("S-Lab License 1.0")
+    notice = (folder / "LICENSE").read_text()
+    assert notice.startswith("S-Lab License 1.0") and "non-commercial" in notice
+    assert hub.LICENCE_URL in notice and f"{release.url}/tiny_sr_unet.pth" in notice
 
     for name in ("tiny_sr_unet.pth", "tiny_vq.pth"):
         (tmp_path / name).write_bytes(release.files[name])
@@ -339,8 +341,8 @@ def test_two_processes_fetching_one_model_download_it_once(release):
     script = ("import sys; from test_hub import TINY_PRESETS; from resshift import hub; "
               "from resshift.presets import PRESETS; PRESETS.update((p.name, p) for p in TINY_PRESETS); "
               "print(hub.ensure_model('tiny-sr', retry=hub.RetryPolicy(attempts=2), progress=False))")
-    tests = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent / "src"), str(tests)])}
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1] / "src"), str(here), str(here.parent)])}
     processes = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [process.communicate(timeout=120) for process in processes]
@@ -524,3 +526,63 @@ def test_full_size_realsr_v3_by_name_in_fp16(release, realsr_v3_release):
     assert state.keys() == expected.keys()
     for key, value in expected.items():
         assert torch.equal(state[key], value.half() if value.is_floating_point() else value), key
+
+
+# ---------------------------------------------------------------------------------- the commands
+
+def test_upscale_by_official_name_downloads_once_and_matches_from_official(release, tmp_path, one_thread):
+    from PIL import Image
+
+    from resshift.batch import RestoreOptions
+    from resshift.cli import main
+    from resshift.imageio import read_image, write_image
+    from resshift.tasks import restore_image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(photo)
+    assert main(["upscale", "-i", str(photo), "-o", str(tmp_path / "out"), "--model", "tiny-sr", "-q"]) == 0
+    assert release.count("tiny_sr_unet.pth") == release.count("tiny_vq.pth") == 1
+    for name in ("tiny_sr_unet.pth", "tiny_vq.pth"):
+        (tmp_path / name).write_bytes(release.files[name])
+    official = ResShiftPipeline.from_official(tmp_path / "tiny_sr_unet.pth", tmp_path / "tiny_vq.pth", task="tiny-sr")
+    write_image(tmp_path / "expected.png", restore_image(official, read_image(photo), RestoreOptions()))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo_out.png")),
+                                  np.asarray(Image.open(tmp_path / "expected.png")))
+    requests = len(release.requests)
+    assert main(["upscale", "-i", str(photo), "-o", str(tmp_path / "again"), "--model", "tiny-sr", "-q"]) == 0
+    assert len(release.requests) == requests                          # the second run makes no request
+    assert read_image(tmp_path / "again" / "photo_out.png").pixels.shape == (64, 64, 3)
+
+
+def test_download_command_and_models_listing(release, capsys):
+    from resshift.cli import main
+
+    assert main(["download", "tiny-sr", "tiny-inpaint", "--dtype", "fp16"]) == 0
+    out = capsys.readouterr().out
+    assert f"tiny-sr: {hub.cache_dir() / 'models' / 'tiny-sr'}" in out and "tiny-inpaint: " in out
+    assert ResShiftPipeline.from_pretrained("tiny-sr").unet.out[-1].weight.dtype == torch.float32   # loads as asked
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert f"cache: {hub.cache_dir()}" in listing
+    line = next(line for line in listing.splitlines() if line.strip().startswith("tiny-sr2 "))
+    assert " - " in line and "download" in line and "S-Lab License 1.0" in line          # not cached yet
+    line = next(line for line in listing.splitlines() if line.strip().startswith("tiny-sr "))
+    assert "cached" in line and "realsr-x2" in listing.splitlines()[-1]
+    from resshift.web.app import folder_licence           # what GET /v1/models shows for a served model
+    assert folder_licence("tiny-sr") == "S-Lab License 1.0"
+    release.faults["tiny_sr2_unet.pth"] = [Fault(status=404)] * 5
+    assert main(["download", "tiny-sr2", "realsr-x2"]) == 1                # each failure reported, exit 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "404" in errors[0] and "no official weights were released" in errors[1]
+    assert not (hub.cache_dir() / "models" / "tiny-sr2").exists()
+
+
+def test_a_failed_download_fails_the_command_with_exit_code_1(release, tmp_path, capsys):
+    from resshift.cli import main
+
+    release.faults["tiny_sr_unet.pth"] = [Fault(status=404)] * 5
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"")
+    assert main(["upscale", "-i", str(photo), "-o", str(tmp_path / "out"), "--model", "tiny-sr"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if "error:" in line]) == 1 and "404" in err[-1]

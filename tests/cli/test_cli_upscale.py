@@ -214,7 +214,7 @@ def test_plan_refuses_targets_that_are_inputs_or_shared(tmp_path):
     (["-i", "{tmp}/empty", "-o", "{tmp}/out"], "no images found"),
     (["-i", "{tmp}/in", "-o", "{tmp}/out.png"], "names one file"),
     (["-i", "{tmp}/in", "-o", "{tmp}/in/im1.png/x"], "cannot create the output folder"),
-    (["-i", "{tmp}/in", "-o", "{tmp}/out", "--model", "{tmp}/nowhere"], "not a bundled model"),
+    (["-i", "{tmp}/in", "-o", "{tmp}/out", "--model", "{tmp}/nowhere"], "not the name of a bundled model"),
     (["-i", "{tmp}/in", "-o", "{tmp}/out", "--model", "{tmp}/in/im1.png"], "--autoencoder"),
     (["-i", "{tmp}/in", "-o", "{tmp}/out", "--model", "{model}", "--autoencoder", "{tmp}/in/im1.png"],
      "only apply to an official UNet"),

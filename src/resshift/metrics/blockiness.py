@@ -27,9 +27,10 @@ direction only (a ramp) still scores 1. Three choices keep a smooth upscale at 1
   * `eps` keeps the ratio finite when the block interiors are flat (constant blocks score
     (on + eps) / eps, flat images 1) and is far below the off-grid steps of any real photo (> 1 level).
 
-`grid_offset` (LR pixels) moves the grid: at 4, half a block, no grid line is a JPEG block edge, which
-makes a control that should read about 1 (slightly less on blocky images: their edges then fall in
-`off`). An image cropped after compression has its grid elsewhere; this measure assumes the origin.
+`grid_offset` (LR pixels) moves the grid: at 4, half a block, no grid line is a JPEG block edge. That
+control reads about 1 on an image without blocks and below 1 on a blocky one (0.7-0.85 for bicubic x4
+of a quality-10 JPEG), whose lines then fall in flat block centres and whose edges fall in `off`. An
+image cropped after compression has its grid elsewhere; this measure assumes the origin.
 
 Published alternatives: the generalized block-edge impairment metric (GBIM, Wu & Yuen 1997) takes the
 same ratio of grid-line to in-block differences but weights each by luminance and texture masking;

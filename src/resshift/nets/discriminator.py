@@ -21,25 +21,24 @@ value, refined by one power iteration per forward pass in training mode
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from resshift.configs import Config
 from resshift.errors import ConfigError, InputError
 
-__all__ = ["DiscriminatorConfig", "UNetDiscriminator", "adversarial_losses"]
+__all__ = ["DiscriminatorConfig", "UNetDiscriminator", "discriminator_loss", "generator_loss"]
 
 LEAK = 0.2
 LEVELS = 3      # stride-2 convolutions: inputs must be multiples of 2 ** LEVELS
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(Config):
     """num_feat: channels at full resolution (doubled at each level; 64 in Real-ESRGAN, 16-32 for CPU
     training); in_channels: of the images judged; skip_connection: add each encoder level to the decoder."""
 
@@ -55,17 +54,6 @@ class DiscriminatorConfig:
         if not isinstance(self.skip_connection, bool):
             raise ConfigError(f"discriminator skip_connection must be true or false, got {self.skip_connection!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DiscriminatorConfig:
-        """Build from a mapping of field names (e.g. a YAML section); unknown keys raise ConfigError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"discriminator config: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
 
 
 def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Module:
@@ -110,17 +98,18 @@ class UNetDiscriminator(nn.Module):
         return self.conv_out(features)                                           # (N, 1, H, W)
 
 
-def adversarial_losses(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d_loss, g_loss) of the non-saturating vanilla GAN (Goodfellow et al. 2014), as Real-ESRGAN uses:
-    binary cross-entropy on logits, real label 1, fake label 0, each a mean over all logits.
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten(1).mean(dim=1) if values.ndim > 1 else values
 
-        d_loss = BCE(real, 1) + BCE(fake, 0) = mean softplus(-real) + mean softplus(fake)
-        g_loss = BCE(fake, 1)                = mean softplus(-fake)
 
-    The discriminator's step wants `fake_logits` of detached fakes; the generator's step wants them with
-    the generator's graph (and takes only g_loss); the weighting of g_loss is the trainer's.
-    """
-    real_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    fake_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    return real_loss + fake_loss, g_loss
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss per sample, (N,), of the non-saturating vanilla GAN (Goodfellow et al.
+    2014), as Real-ESRGAN uses: binary cross-entropy on logits, real label 1, fake label 0, each the
+    mean over a sample's logits: mean softplus(-real) + mean softplus(fake). Give it detached fakes."""
+    return _per_sample(F.softplus(-real_logits)) + _per_sample(F.softplus(fake_logits))
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's loss per sample, (N,): BCE(fake, 1) = mean softplus(-fake) over a sample's logits
+    (non-saturating: strong gradients while the discriminator still wins). Its weight is the trainer's."""
+    return _per_sample(F.softplus(-fake_logits))

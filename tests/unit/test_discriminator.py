@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from resshift.errors import ConfigError, InputError
-from resshift.nets.discriminator import DiscriminatorConfig, UNetDiscriminator, adversarial_losses
+from resshift.nets.discriminator import DiscriminatorConfig, UNetDiscriminator, discriminator_loss, generator_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,7 +97,7 @@ def test_config_round_trip_and_errors() -> None:
     config = DiscriminatorConfig(num_feat=32, in_channels=3, skip_connection=False)
     assert DiscriminatorConfig.from_dict(config.to_dict()) == config
     assert DiscriminatorConfig.from_dict({"num_feat": 16}) == DiscriminatorConfig(num_feat=16)
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown config key num_feats"):
         DiscriminatorConfig.from_dict({"num_feats": 16})
     with pytest.raises(ConfigError, match="positive integer"):
         DiscriminatorConfig(num_feat=0)
@@ -105,27 +105,32 @@ def test_config_round_trip_and_errors() -> None:
         DiscriminatorConfig(skip_connection="yes")
 
 
-def test_adversarial_losses_closed_form() -> None:
+def test_gan_losses_closed_form() -> None:
     """softplus(x) = log(1 + e^x): real logit 2 and fake logit -1 give d = log(1 + e^-2) + log(1 + e^-1),
-    g = log(1 + e^1); logits of 0 (undecided) give d = 2 log 2, g = log 2."""
-    d_loss, g_loss = adversarial_losses(torch.tensor([2.0, 2.0]), torch.tensor([[-1.0], [-1.0]]))
-    assert d_loss.item() == pytest.approx(math.log1p(math.exp(-2)) + math.log1p(math.exp(-1)), rel=1e-6)
-    assert g_loss.item() == pytest.approx(math.log1p(math.exp(1)), rel=1e-6)
-    d_loss, g_loss = adversarial_losses(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    g = log(1 + e^1); logits of 0 (undecided) give d = 2 log 2, g = log 2. One value per sample."""
+    real, fake = torch.tensor([2.0, 2.0]), torch.tensor([[-1.0], [-1.0]])
+    d_loss, g_loss = discriminator_loss(real, fake), generator_loss(fake)
+    assert d_loss.shape == g_loss.shape == (2,)
+    assert d_loss.tolist() == pytest.approx([math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))] * 2, rel=1e-6)
+    assert g_loss.tolist() == pytest.approx([math.log1p(math.exp(1))] * 2, rel=1e-6)
+    undecided = torch.zeros(1, 1, 4, 4)
+    d_loss, g_loss = discriminator_loss(undecided, undecided), generator_loss(undecided)
     assert (d_loss.item(), g_loss.item()) == pytest.approx((2 * math.log(2), math.log(2)), rel=1e-6)
 
 
-def test_adversarial_losses_means_over_logits_and_gradient_signs() -> None:
-    """Each term is a mean: mixed logits give the mean of the per-logit losses. The discriminator's loss
-    pushes real logits up and fake ones down; the generator's pushes fake logits up."""
-    real = torch.tensor([0.5, -3.0], requires_grad=True)
-    fake = torch.tensor([1.0, -2.0], requires_grad=True)
-    d_loss, g_loss = adversarial_losses(real, fake)
+def test_gan_losses_mean_over_each_samples_logits_and_gradient_signs() -> None:
+    """Each sample's term is the mean over its logits. The discriminator's loss pushes real logits up
+    and fake ones down; the generator's pushes fake logits up."""
+    real = torch.tensor([[0.5, -3.0], [1.0, 1.0]], requires_grad=True)
+    fake = torch.tensor([[1.0, -2.0], [0.0, 0.0]], requires_grad=True)
+    d_loss, g_loss = discriminator_loss(real, fake), generator_loss(fake)
     softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
-    assert d_loss.item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2 + (softplus(1.0) + softplus(-2.0)) / 2,
-                                          rel=1e-6)
-    d_loss.backward(retain_graph=True)
+    first = (softplus(-0.5) + softplus(3.0)) / 2 + (softplus(1.0) + softplus(-2.0)) / 2
+    second = softplus(-1.0) + softplus(0.0)
+    assert d_loss.tolist() == pytest.approx([first, second], rel=1e-6)
+    assert g_loss.tolist() == pytest.approx([(softplus(-1.0) + softplus(2.0)) / 2, softplus(0.0)], rel=1e-6)
+    d_loss.sum().backward(retain_graph=True)
     assert (real.grad < 0).all() and (fake.grad > 0).all()
     fake.grad = None
-    g_loss.backward()
+    g_loss.sum().backward()
     assert (fake.grad < 0).all()

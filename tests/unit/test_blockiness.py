@@ -15,7 +15,7 @@ from resshift.imageio import from_tensor, to_tensor
 from resshift.metrics import blockiness
 from resshift.metrics.blockiness import EPSILON
 
-REALSET65 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "resshift_testdata" / "RealSet65"
+REALSET65 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "resshift_testdata" / "RealSet65"
 needs_data = pytest.mark.skipif(not REALSET65.is_dir(), reason=f"test images not found at {REALSET65}")
 PHOTOS = ("OST_009.png", "butterfly.png", "tiger.png")   # PNGs that score ~1: no earlier JPEG grid
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255  # dY per RGB level when R = G = B

@@ -309,7 +309,7 @@ def run_benchmark(pipe: Optional[ResShiftPipeline], set_folder: str | Path, out:
     for method in methods:
         seconds = _timed_outputs(method, samples, out / method.name, scale)
         report = evaluate_folders(out / method.name, gt_folder, crop_border=0 if gt_folder is None else scale,
-                                  device=options.metrics_device)
+                                  device=options.metrics_device, scale=scale)
         result.notes += [n for n in report.notes if n not in result.notes]
         result.methods.append(MethodResult(method.name, method.title, method.about, seconds, report))
     result.write_json(out / "benchmark.json")

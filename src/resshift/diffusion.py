@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Callable, Optional, Union
+from typing import Callable, Literal, Optional, Union, get_args
 
 import torch
 
@@ -27,6 +27,8 @@ from .schedule import Schedule
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # One generator for the batch (the official order), one per sample, or None (torch's global generator).
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+Sampler = Literal["ancestral", "deterministic"]
+SAMPLERS = get_args(Sampler)
 """denoise(x_t_scaled, t) -> x0 prediction; t is an int64 tensor (N,) of network timesteps."""
 
 
@@ -51,6 +53,19 @@ def posterior_mean_variance(x_t: torch.Tensor, x0: torch.Tensor, eta_t: float, e
     alpha = eta_t - eta_prev
     mean = (eta_prev / eta_t) * x_t + (alpha / eta_t) * x0
     return mean, kappa ** 2 * eta_prev / eta_t * alpha
+
+
+def deterministic_step(x_t: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, eta_t: float, eta_prev: float,
+                       kappa: float) -> torch.Tensor:
+    """The noise-free (DDIM-like, eta = 0) reverse step: keep the noise direction that x_t holds.
+
+    With q(x_t | x0, y) = N(x0 + eta_t (y - x0), kappa^2 eta_t) (Eq. 2), the noise in x_t is
+    eps = (x_t - x0 - eta_t (y - x0)) / (kappa sqrt(eta_t)); the step puts the same eps at eta_{t-1}:
+    x_{t-1} = x0 + eta_{t-1} (y - x0) + kappa sqrt(eta_{t-1}) eps. Every x_t then has the marginal of
+    Eq. 2, as the ancestral step's, but a given prior leads to one result (SinSR distils this map)."""
+    residual = y - x0
+    eps = (x_t - x0 - eta_t * residual) / (kappa * math.sqrt(eta_t))
+    return x0 + eta_prev * residual + kappa * math.sqrt(eta_prev) * eps
 
 
 def prior_sample(y: torch.Tensor, eta_last: float, kappa: float,
@@ -85,13 +100,17 @@ def standard_normal(like: torch.Tensor, generator: Generators) -> torch.Tensor:
 
 def sample(denoise: Denoiser, y: torch.Tensor, schedule: Schedule, *,
            generator: Generators = None, noise: Optional[torch.Tensor] = None,
-           callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
-    """Ancestral sampling of the reverse chain: prior (Eq. 2 at T), then Eq. 6 with x0 from Eq. 7.
+           callback: Optional[Callable[[dict], None]] = None, sampler: Sampler = "ancestral") -> torch.Tensor:
+    """Sampling of the reverse chain: prior (Eq. 2 at T), then per step the network's x0 (Eq. 7) and
+    either Eq. 6 ("ancestral", the paper's and the official sampler) or `deterministic_step`
+    ("deterministic": no noise after the prior).
 
     Random numbers are drawn as the official sampler draws them: the prior noise first (unless
-    `noise` is given), then one draw of y's shape after each network call (the last one unused).
-    Returns the final x0 prediction (the sample at t = 0).
+    `noise` is given), then, ancestral only, one draw of y's shape after each network call (the last
+    one unused). Returns the final x0 prediction (the sample at t = 0).
     """
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     etas = schedule.etas.tolist()
     if noise is None:
         noise = standard_normal(y, generator)
@@ -99,10 +118,13 @@ def sample(denoise: Denoiser, y: torch.Tensor, schedule: Schedule, *,
     for index in reversed(range(len(schedule))):
         t = torch.full((y.shape[0],), schedule.timesteps[index], dtype=torch.int64, device=y.device)
         x0 = denoise(scale_model_input(x_t, etas[index], schedule.kappa), t)
-        step_noise = standard_normal(x_t, generator)
         eta_prev = etas[index - 1] if index > 0 else 0.0
-        mean, variance = posterior_mean_variance(x_t, x0, etas[index], eta_prev, schedule.kappa)
-        x_t = mean + math.sqrt(variance) * step_noise if index > 0 else mean
+        if sampler == "deterministic":
+            x_t = deterministic_step(x_t, x0, y, etas[index], eta_prev, schedule.kappa)
+        else:
+            step_noise = standard_normal(x_t, generator)
+            mean, variance = posterior_mean_variance(x_t, x0, etas[index], eta_prev, schedule.kappa)
+            x_t = mean + math.sqrt(variance) * step_noise if index > 0 else mean
         if callback is not None:
             callback({"index": index, "t": schedule.timesteps[index], "x0": x0, "x_prev": x_t})
     return x_t

@@ -33,7 +33,7 @@ from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_csv, atomic_write_json
 from .holes import telea_inpaint
 from .imageio import IMAGE_SUFFIXES, Image, list_image_files, read_image
-from .metrics import STLPIPS, niqe, psnr, rgb_to_y, ssim
+from .metrics import STLPIPS, blockiness, niqe, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
 from .pipeline import ResShiftPipeline
 from .batch import RestoreOptions, find_inputs
@@ -44,10 +44,10 @@ __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Ro
            "paste_into_holes", "telea_inpaint"]
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
-NO_REFERENCE = ("niqe",)
+NO_REFERENCE = ("niqe", "blockiness")
 METRICS = FULL_REFERENCE + NO_REFERENCE
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "ST-LPIPS", "niqe": "NIQE"}
-DIGITS = {"psnr": 2, "ssim": 4, "stlpips": 4, "niqe": 4}
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "ST-LPIPS", "niqe": "NIQE", "blockiness": "Blockiness"}
+DIGITS = {"psnr": 2, "ssim": 4, "stlpips": 4, "niqe": 4, "blockiness": 3}
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,13 @@ def _crop(pixels: np.ndarray, border: int) -> np.ndarray:
 
 
 def _score(pred: np.ndarray, gt: Optional[np.ndarray], metrics: Sequence[str], crop_border: int,
-           y_channel: bool, lpips: Optional[STLPIPS], device: torch.device) -> dict[str, float]:
+           y_channel: bool, lpips: Optional[STLPIPS], device: torch.device, scale: int) -> dict[str, float]:
     """All metrics of one image (pair); InputError when one of them cannot be computed."""
     values = {}
     for m in metrics:
-        if m == "psnr":
+        if m == "blockiness":            # the whole image: the JPEG grid starts at its first pixel
+            values[m] = blockiness(pred, scale)
+        elif m == "psnr":
             values[m] = psnr(pred, gt, crop_border, y_channel)
         elif m == "ssim":
             values[m] = ssim(pred, gt, crop_border, y_channel)
@@ -227,12 +229,14 @@ def _read(path: Path, problems: list[Problem]) -> Optional[np.ndarray]:
 
 def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Sequence[str] | None = None,
                      crop_border: int = 0, y_channel: bool = True,
-                     device: str | torch.device = "cpu", pred_suffix: str = "") -> Report:
+                     device: str | torch.device = "cpu", pred_suffix: str = "", scale: int = 1) -> Report:
     """Score every image in `pred` (against the same-stem image in `gt` when given) -> Report.
 
     `pred_suffix` is removed from the end of prediction stems before pairing and in the rows' names
     (`photo_out.png` <-> `photo.png` with "_out", as `resshift upscale` names its outputs).
-    `metrics` defaults to psnr, ssim, stlpips with `gt` and to niqe without. Usage errors (unknown
+    `metrics` defaults to psnr, ssim, stlpips with `gt` and to niqe and blockiness without; `scale` is how
+    many times larger the predictions are than their inputs, which puts the inputs' 8x8 JPEG grid every
+    8 * scale pixels (blockiness; 1: the images' own grid). Usage errors (unknown
     metric, full-reference metric without `gt`, missing or empty folder) raise InputError; problems
     with single files are recorded in `Report.problems` and those files skipped.
     """
@@ -242,7 +246,8 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
         raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     if gt is None and any(m in FULL_REFERENCE for m in metrics):
         needing = ", ".join(m for m in metrics if m in FULL_REFERENCE)
-        raise InputError(f"--metrics {needing}: needs --gt; without ground truth only niqe can be computed")
+        raise InputError(f"--metrics {needing}: needs --gt; without ground truth only "
+                         f"{' and '.join(NO_REFERENCE)} can be computed")
     if crop_border < 0:
         raise InputError(f"--crop-border must be >= 0, got {crop_border}")
     device = torch.device(device)
@@ -277,7 +282,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
             report.problems.append(Problem(pred_path, f"size {w}x{h} differs from {gt_path} ({gw}x{gh}) (skipped)"))
             continue
         try:
-            values = _score(pred_pixels, gt_pixels, report.metrics, crop_border, y_channel, lpips, device)
+            values = _score(pred_pixels, gt_pixels, report.metrics, crop_border, y_channel, lpips, device, scale)
         except InputError as err:
             report.problems.append(Problem(pred_path, f"{err} (skipped)"))
             continue

@@ -149,6 +149,8 @@ BUNDLED: dict[str, BundledModel] = {
                      "(Telea start, one step, 4.6 M)"),
     )
 }
+
+
 def model_folder(spec: str) -> Path | None:
     """The model folder that `spec` names: a folder, a bundled model's name, or an official preset's
     (downloaded and converted into the cache the first time, `ensure_model`); None when it names none.

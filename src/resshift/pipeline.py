@@ -194,15 +194,17 @@ class ResShiftPipeline:
     def __call__(self, image: Any, mask: Any = None, *, generator: diffusion.Generators = None,
                  noise: Optional[torch.Tensor] = None, steps: Optional[int] = None,
                  paste_back: bool = True, tile: Optional[int] = None, tile_overlap: Optional[int] = None,
-                 callback: Optional[Callable[[dict], None]] = None) -> Any:
-        """Restore `image`; `tile` (input pixels) bounds memory for large images, see `restore`."""
+                 callback: Optional[Callable[[dict], None]] = None,
+                 sampler: diffusion.Sampler = "ancestral") -> Any:
+        """Restore `image`; `tile` (input pixels) bounds memory for large images, see `restore`;
+        `sampler` "deterministic" takes no noise after the prior (`diffusion.deterministic_step`)."""
         lq, kind = image_to_tensor(image)
         grey = lq.shape[1] == 1
         lq = _as_rgb(lq, "image").to(self.device)
         fill = self._prepare_mask(mask, lq)
         height, width = lq.shape[-2:]
         restored = self.restore(lq, fill, generator=generator, noise=noise, steps=steps,
-                                tile=tile, tile_overlap=tile_overlap, callback=callback)
+                                tile=tile, tile_overlap=tile_overlap, callback=callback, sampler=sampler)
         restored = restored[..., : height * self.config.scale, : width * self.config.scale]
         if fill is not None and paste_back:
             restored = restored * fill + lq * (1 - fill)
@@ -225,8 +227,8 @@ class ResShiftPipeline:
     def restore(self, lq: torch.Tensor, fill: Optional[torch.Tensor] = None, *,
                 generator: diffusion.Generators = None, noise: Optional[torch.Tensor] = None,
                 steps: Optional[int] = None, tile: Optional[int] = None,
-                tile_overlap: Optional[int] = None,
-                callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+                tile_overlap: Optional[int] = None, callback: Optional[Callable[[dict], None]] = None,
+                sampler: diffusion.Sampler = "ancestral") -> torch.Tensor:
         """(N, 3, h, w) in [0, 1] -> (N, 3, h'*scale, w'*scale) in [0, 1], h' and w' padded.
 
         With `tile` (in input pixels; default overlap a quarter of it), the encoder, the denoiser
@@ -258,7 +260,7 @@ class ResShiftPipeline:
         if noise is not None and noise.shape != z_y.shape:
             raise InputError(f"noise: shape {tuple(noise.shape)} differs from the latent's {tuple(z_y.shape)}")
         x0 = diffusion.sample(denoise, z_y, self.schedule(steps), generator=generator,
-                              noise=noise, callback=callback)
+                              noise=noise, callback=callback, sampler=sampler)
         return (tiled_map(self.decode, [(x0, 1)], out_scale=factor, **grid) + 1) / 2
 
     def fill_holes(self, y: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:

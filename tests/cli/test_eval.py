@@ -221,3 +221,28 @@ def test_pred_suffix_pairs_upscale_outputs_with_their_ground_truth(tmp_path, run
                          "--rgb", "--pred-suffix", "_out", "--per-image")
     assert code == 0 and err == "" and "photo " in out and "mean (n=1)" in out
     assert f"{10 * math.log10(255**2 / OFFSET**2):.2f}" in out
+
+
+def test_blockiness_of_upscaled_jpegs_by_scale(tmp_path, run):
+    import io
+
+    from PIL import Image as PILImage
+
+    from resshift.imageio import read_image
+    from resshift.metrics import blockiness
+
+    source = PILImage.open(REALSET65 / "00003.png").convert("RGB")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for quality in (10, 95):
+        buffer = io.BytesIO()
+        source.save(buffer, "JPEG", quality=quality)
+        jpeg = PILImage.open(io.BytesIO(buffer.getvalue()))
+        jpeg.resize((jpeg.width * 4, jpeg.height * 4), PILImage.Resampling.BICUBIC).save(pred / f"q{quality}.png")
+    code, out, err = run("--pred", pred, "--scale", "4", "--metrics", "blockiness", "--per-image")
+    assert code == 0 and "Blockiness" in out
+    report = evaluate_folders(pred, metrics=["blockiness"], scale=4)
+    values = {r.name: r.values["blockiness"] for r in report.rows}
+    assert values["q10"] == pytest.approx(blockiness(read_image(pred / "q10.png").pixels, 4), rel=1e-9)
+    assert values["q10"] > 1.5 * values["q95"] and values["q95"] < 1.3
+    assert evaluate_folders(pred).metrics == ("niqe", "blockiness")          # the no-reference default

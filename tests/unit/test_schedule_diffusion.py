@@ -164,3 +164,43 @@ def test_sampler_is_deterministic_for_a_seed_and_uses_given_noise():
     noise = torch.zeros_like(y)
     d = diffusion.sample(denoise, y, schedule, generator=torch.Generator().manual_seed(3), noise=noise)
     assert not torch.equal(a, d)
+
+
+def test_deterministic_sampler_keeps_the_prior_noise_on_the_marginal_of_eq_2():
+    """With an oracle x0, each noise-free step lands exactly on x_{t-1} = x0 + eta_{t-1} (y - x0) +
+    kappa sqrt(eta_{t-1}) e (Eq. 2), with the one noise e that the prior x_T = y + kappa sqrt(eta_T) eps
+    holds at eta_T: e = eps + (1 - eta_T) (y - x0) / (kappa sqrt(eta_T)); it ends at x0."""
+    schedule = Schedule.from_config(ScheduleConfig(num_steps=5, kappa=2.0))
+    g = torch.Generator().manual_seed(0)
+    x0, y, eps = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(3))
+    seen = []
+    out = diffusion.sample(lambda x, t: x0, y, schedule, noise=eps, sampler="deterministic",
+                           callback=lambda info: seen.append((info["index"], info["x_prev"])))
+    etas = schedule.etas.tolist()
+    e = eps + (1 - etas[-1]) * (y - x0) / (2.0 * math.sqrt(etas[-1]))
+    assert len(seen) == 5
+    for index, x_prev in seen:
+        eta_prev = etas[index - 1] if index else 0.0
+        torch.testing.assert_close(x_prev, x0 + eta_prev * (y - x0) + 2.0 * math.sqrt(eta_prev) * e,
+                                   rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
+
+
+def test_deterministic_sampler_draws_only_the_prior():
+    schedule = Schedule.from_config(ScheduleConfig())
+    y = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+
+    def denoise(x, t):
+        return 0.5 * x
+
+    generator = torch.Generator().manual_seed(3)
+    a = diffusion.sample(denoise, y, schedule, generator=generator, sampler="deterministic")
+    prior = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    after_prior = torch.Generator().manual_seed(3)
+    torch.randn(y.shape, generator=after_prior)
+    assert torch.equal(generator.get_state(), after_prior.get_state())         # one draw: the prior
+    torch.testing.assert_close(a, diffusion.sample(denoise, y, schedule, noise=prior, sampler="deterministic"))
+    ancestral = diffusion.sample(denoise, y, schedule, noise=prior)
+    assert not torch.allclose(a, ancestral)
+    with pytest.raises(Exception, match="unknown sampler 'ddpm'"):
+        diffusion.sample(denoise, y, schedule, sampler="ddpm")

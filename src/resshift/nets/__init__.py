@@ -1,1 +1,2 @@
-"""Networks: the Swin-UNet denoiser and the autoencoders whose latent space it works in."""
+"""Networks: the Swin-UNet denoiser, the autoencoders whose latent space it works in, and the U-Net
+discriminator of adversarial training."""

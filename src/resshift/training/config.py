@@ -24,6 +24,7 @@ import yaml
 from resshift.degradations import FaceDegradation, FirstOrderDegradation, MaskConfig, RealESRGANDegradation
 from resshift.configs import Config, to_plain
 from resshift.errors import ConfigError
+from resshift.nets.discriminator import DiscriminatorConfig
 from resshift.presets import ModelConfig, get_preset
 
 Degradation = Literal["realesrgan", "bicubic", "first-order", "paired", "inpaint", "face"]
@@ -92,6 +93,24 @@ class ModelSpec(Config):
 
 
 @dataclass(frozen=True)
+class GANConfig(Config):
+    """The adversarial term: a U-Net discriminator with spectral normalisation (Real-ESRGAN's) judges each
+    pixel of the decoded prediction against the HR crop; the generator adds `weight` times its
+    non-saturating loss. `weight` 0 disables it (no discriminator is built)."""
+
+    weight: float = 0.0
+    lr: float = 1e-4                   # the discriminator's AdamW learning rate (constant)
+    betas: tuple[float, float] = (0.9, 0.99)
+    start_step: int = 0                # optimizer steps before the generator takes the term (the
+                                       # discriminator learns from the first step)
+    discriminator: DiscriminatorConfig = DiscriminatorConfig(num_feat=32)
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or self.lr <= 0 or self.start_step < 0:
+            raise ConfigError("optim.gan: weight and start_step must not be negative, lr must be positive")
+
+
+@dataclass(frozen=True)
 class OptimConfig(Config):
     """Optimisation: AdamW, linear warm-up then cosine decay to min_lr, EMA, loss weights."""
 
@@ -114,6 +133,7 @@ class OptimConfig(Config):
                                        # catches patterns of the UNet's coarser stages (2f: the 1/2 stage)
     shift_weight: float = 0.0          # shift consistency: the batch rolled must give the prediction rolled
                                        # (trainer.shift_inconsistency); pixel-unshuffle latents; 0 disables
+    gan: GANConfig = GANConfig()       # the adversarial term (off by default)
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:

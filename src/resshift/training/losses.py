@@ -9,6 +9,8 @@
                           same batch rolled by a random offset must give the rolled prediction, so nothing
                           the network adds may depend on where the latent cells and Swin windows fall
                           (ours: on featureless holes the perceptual term otherwise draws a plaid)
+    gan                   generator_loss(D(decode(pred))): the non-saturating adversarial term against a
+                          per-pixel discriminator D (Real-ESRGAN's), which the trainer updates in turn
 
 `training_loss` returns every term per sample, unweighted, and `loss`, their weighted sum.
 """
@@ -26,6 +28,7 @@ from resshift.errors import CheckpointError, ConfigError
 from resshift.metrics import phase_variance
 from resshift.metrics.phase import WINDOW as PHASE_WINDOW
 from resshift.nets.autoencoders import Autoencoder
+from resshift.nets.discriminator import generator_loss
 from resshift.nets.unshuffle import UnshuffleConfig
 from resshift.pipeline import ResShiftPipeline
 
@@ -109,10 +112,12 @@ def shift_inconsistency(predict, pipe: ResShiftPipeline, x_t: torch.Tensor, z_y:
 def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[str, torch.Tensor], *,
                   etas: torch.Tensor, seed: int, perceptual: Optional[torch.nn.Module],
                   perceptual_weight: float = 0.0, phase_weight: float = 0.0,
-                  phase_period: Optional[int] = None, shift_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """Per-sample terms {loss, mse, perceptual, phase, shift}, each (N,), for a batch {hq, lq, sample[, mask]};
-    perceptual, phase and shift are unweighted, loss is their weighted sum with mse. The phase period
-    defaults to the latent's downsampling factor."""
+                  phase_period: Optional[int] = None, shift_weight: float = 0.0,
+                  discriminator: Optional[torch.nn.Module] = None, gan_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Per-sample terms {loss, mse, perceptual, phase, shift, gan}, each (N,), for a batch {hq, lq,
+    sample[, mask]}; all but loss are unweighted, loss is their weighted sum. The phase period defaults to
+    the latent's downsampling factor. With a discriminator, "image" is the decoded prediction, detached,
+    (N, 3, H, W) in [0, 1], for the discriminator's own step."""
     hq, lq = batch["hq"], batch["lq"]                                # (N, 3, H, W), (N, 3, H/s, W/s)
     kappa = pipe.config.schedule.kappa
     y = lq * 2 - 1
@@ -133,16 +138,29 @@ def training_loss(model: torch.nn.Module, pipe: ResShiftPipeline, batch: dict[st
     x_t = diffusion.q_sample(z0, z_y, eta, kappa, noise)
     pred = predict(x_t, z_y, cond)
     mse = (pred - z0).square().mean(dim=(1, 2, 3))
-    terms = {key: torch.zeros_like(mse) for key in ("perceptual", "phase", "shift")} | {"mse": mse}
+    terms = {key: torch.zeros_like(mse) for key in ("perceptual", "phase", "shift", "gan")} | {"mse": mse}
     if shift_weight > 0:
         terms["shift"] = shift_inconsistency(predict, pipe, x_t, z_y, cond, pred, draw_shift(batch["sample"], seed),
                                              batch.get("mask"))
-    if perceptual is not None or phase_weight > 0:
+    if perceptual is not None or phase_weight > 0 or discriminator is not None:
         image = (decode_for_loss(pipe, pred) + 1) / 2                 # (N, 3, H, W) in [0, 1]
-        if perceptual is not None:
-            terms["perceptual"] = perceptual(image, hq).float()
-        if phase_weight > 0:
-            terms["phase"] = phase_variance(image - hq, phase_period or pipe.config.autoencoder.downsample_factor)
+        period = (phase_period or pipe.config.autoencoder.downsample_factor) if phase_weight > 0 else 0
+        terms |= image_terms(image, hq, perceptual, period, discriminator)
     terms["loss"] = (mse + perceptual_weight * terms["perceptual"] + phase_weight * terms["phase"]
-                     + shift_weight * terms["shift"])
+                     + shift_weight * terms["shift"] + gan_weight * terms["gan"])
+    return terms
+
+
+def image_terms(image: torch.Tensor, hq: torch.Tensor, perceptual: Optional[torch.nn.Module], phase_period: int,
+                discriminator: Optional[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The terms measured on the decoded prediction: perceptual (with a loss network), phase (with a
+    period, 0 for none) and gan (with a discriminator, which also returns the detached image)."""
+    terms = {}
+    if perceptual is not None:
+        terms["perceptual"] = perceptual(image, hq).float()
+    if phase_period:
+        terms["phase"] = phase_variance(image - hq, phase_period)
+    if discriminator is not None:
+        terms["gan"] = generator_loss(discriminator(image).float())
+        terms["image"] = image.detach()
     return terms

@@ -46,25 +46,25 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from resshift.checkpoints import load_weights, read_official, read_safetensors
+from resshift.checkpoints import load_weights, read_model_config, read_official, read_safetensors
 from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_RESEED, KEY_VALIDATION, HRFolderDataset, StreamBatchSampler,
                            keyed_generator, keyed_seed, load_validation_set, make_loader, synthesize_batch)
 from resshift.distributed import TRAINING_TIMEOUT, World, all_sum, gather_objects, process_group, resolve_device
 from resshift.errors import CheckpointError, ConfigError
-from resshift.metrics import psnr
-from resshift.checkpoints import read_model_config
 from resshift.hub import model_folder
+from resshift.metrics import psnr
+from resshift.nets.discriminator import UNetDiscriminator, discriminator_loss
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
 from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
                                           save_checkpoint, seed_everything, set_rng_state)
-from resshift.training.config import ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
+from resshift.training.config import GANConfig, ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
 from resshift.training.losses import build_perceptual, check_phase_crop, check_shift, training_loss
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift")
+LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift", "gan", "critic")
 
 
 # --------------------------------------------------------------------------- the model
@@ -226,7 +226,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    loss: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
+    loss: Callable[..., dict[str, torch.Tensor]]
+    critic: Optional["Critic"] = None           # the adversarial term's discriminator (optim.gan)
     step: int = 0
     batches: Iterator[dict] = field(default_factory=lambda: iter(()))
 
@@ -237,6 +238,32 @@ class Run:
     def autocast(self) -> torch.autocast:
         amp = self.cfg.optim.amp
         return torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "none")
+
+
+@dataclass
+class Critic:
+    """The discriminator of the adversarial term, its DDP wrapper (or itself) and its own optimizer."""
+
+    net: UNetDiscriminator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def build(cls, gan: GANConfig, seed: int, world: World, device: torch.device, amp: str,
+              weights: Optional[dict[str, torch.Tensor]] = None, source: str = "") -> "Critic":
+        """A seeded fresh discriminator, or one with a checkpoint's `weights` (loaded before the optimizer
+        is made: loading assigns new tensors, which an optimizer made earlier would not see)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(keyed_seed(seed, KEY_INIT, 1))
+            net = UNetDiscriminator(gan.discriminator)
+        if weights is not None:
+            load_weights(net, weights, f"{source} (critic)")
+        net.to(device)
+        model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None) \
+            if world.enabled else net
+        optimizer = torch.optim.AdamW(net.parameters(), lr=gan.lr, betas=gan.betas, weight_decay=0.0)
+        return cls(net, model, optimizer, torch.amp.GradScaler(device.type, enabled=amp == "fp16"))
 
 
 def setup(cfg: TrainConfig, run_dir: Path, world: World, device: torch.device,
@@ -254,13 +281,16 @@ def setup(cfg: TrainConfig, run_dir: Path, world: World, device: torch.device,
     phase_period = o.phase_period or pipe.config.autoencoder.downsample_factor
     check_phase_crop(o.phase_weight, cfg.data.crop_size, phase_period)
     check_shift(o.shift_weight, pipe, cfg.data.crop_size)
+    critic = None
+    if o.gan.weight > 0:
+        critic = Critic.build(o.gan, cfg.run.seed, world, device, o.amp, (state or {}).get("critic"), source)
     loss = partial(training_loss, pipe=pipe, etas=pipe.schedule().etas.to(device, torch.float32), seed=cfg.run.seed,
                    perceptual=build_perceptual(o.perceptual_weight, o.perceptual_net, device),
                    perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight, phase_period=phase_period,
-                   shift_weight=o.shift_weight)
+                   shift_weight=o.shift_weight, discriminator=critic.net if critic is not None else None)
     return Run(cfg, run_dir, world, pipe, model, ema, optimizer,
                torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, optim=o)),
-               torch.amp.GradScaler(device.type, enabled=o.amp == "fp16"), loss)
+               torch.amp.GradScaler(device.type, enabled=o.amp == "fp16"), loss, critic)
 
 
 def resume_states(run: Run, state: dict[str, Any], source: str) -> None:
@@ -272,6 +302,11 @@ def resume_states(run: Run, state: dict[str, Any], source: str) -> None:
     run.scaler.load_state_dict(state["scaler"])
     run.step = int(state["step"])
     restore_rng(state.get("rng", []), run.world, run.cfg.run.seed, run.step)
+    if run.critic is not None and "critic" in state:
+        run.critic.optimizer.load_state_dict(state["critic_optimizer"])
+        run.critic.scaler.load_state_dict(state["critic_scaler"])
+    elif run.critic is not None and run.world.is_main:
+        log.warning("%s has no discriminator: the adversarial term starts with a fresh one", source)
 
 
 def restore_rng(states: list, world: World, seed: int, step: int) -> None:
@@ -314,6 +349,10 @@ def train_step(run: Run, meter: "Meter") -> None:
     """One optimizer step: grad_accum micro-batches on this process (gradients synchronised on the last),
     clipping, the optimizer and learning-rate steps, and the EMA update."""
     o = run.cfg.optim
+    gan_weight = o.gan.weight if run.step >= o.gan.start_step else 0.0
+    fakes = []
+    if run.critic is not None:
+        run.critic.net.requires_grad_(False)          # the generator's step leaves the discriminator alone
     for micro in range(o.grad_accum):
         tic = time.perf_counter()
         batch = next(run.batches)
@@ -321,9 +360,11 @@ def train_step(run: Run, meter: "Meter") -> None:
         last = micro == o.grad_accum - 1
         with run.model.no_sync() if run.world.enabled and not last else nullcontext():
             with run.autocast():
-                terms = run.loss(run.model, batch=batch)
+                terms = run.loss(run.model, batch=batch, gan_weight=gan_weight)
             run.scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
         meter.add(terms)
+        if run.critic is not None:
+            fakes.append((batch["hq"], terms["image"]))
     unet = run.pipe.unet
     run.scaler.unscale_(run.optimizer)
     meter.grad_norm = float(torch.nn.utils.clip_grad_norm_(unet.parameters(), o.grad_clip or math.inf))
@@ -336,6 +377,26 @@ def train_step(run: Run, meter: "Meter") -> None:
     meter.steps += 1
     if run.ema is not None:
         ema_update(run.ema, unet, ema_decay_at(run.step, o.ema_decay, o.ema_warmup))
+    if run.critic is not None:
+        critic_step(run, fakes, meter)
+
+
+def critic_step(run: Run, pairs: list[tuple[torch.Tensor, torch.Tensor]], meter: "Meter") -> None:
+    """One discriminator step on this step's HR crops (real) and the generator's decoded predictions
+    (fake, detached), accumulated over the micro-batches like the generator's."""
+    critic = run.critic
+    critic.net.requires_grad_(True)
+    for index, (real, fake) in enumerate(pairs):
+        last = index == len(pairs) - 1
+        with critic.model.no_sync() if run.world.enabled and not last else nullcontext():
+            with run.autocast():            # one forward for both halves: what DDP expects per backward
+                logits = critic.model(torch.cat([real, fake])).float()
+            loss = discriminator_loss(*logits.chunk(2))
+            critic.scaler.scale(loss.mean() / len(pairs)).backward()
+        meter.add({"critic": loss})
+    critic.scaler.step(critic.optimizer)
+    critic.scaler.update()
+    critic.optimizer.zero_grad(set_to_none=True)
 
 
 @dataclass
@@ -354,8 +415,12 @@ class Meter:
         return cls(torch.zeros(len(LOGGED_TERMS) + 1, device=device, dtype=torch.float64))
 
     def add(self, terms: dict[str, torch.Tensor]) -> None:
-        count = torch.tensor(float(len(terms["loss"])))
-        self.sums += torch.stack([terms[key].detach().sum().to(self.sums) for key in LOGGED_TERMS] + [count.to(self.sums)])
+        """Sum the logged terms present in `terms`; a generator step's terms also count its images."""
+        for index, key in enumerate(LOGGED_TERMS):
+            if key in terms:
+                self.sums[index] += terms[key].detach().sum().to(self.sums)
+        if "loss" in terms:
+            self.sums[-1] += len(terms["loss"])
 
     def row(self, run: Run) -> dict[str, Any]:
         """The log row over every process (a collective call: every rank makes it); then starts afresh."""
@@ -364,9 +429,9 @@ class Meter:
         row = {"step": run.step, **{key: total / totals[-1] for key, total in zip(LOGGED_TERMS, totals)},
                "lr": self.lr, "grad_norm": self.grad_norm,
                "images_per_s": self.steps * run.cfg.optim.batch_size / elapsed, "data_frac": self.data_seconds / elapsed}
-        log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  lr %.3g  %.1f img/s  "
-                 "data %.0f%%", run.step, row["loss"], row["mse"], row["perceptual"], row["phase"], row["shift"],
-                 self.lr, row["images_per_s"], 100 * row["data_frac"])
+        log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  gan %.3f  critic %.3f  "
+                 "lr %.3g  %.1f img/s  data %.0f%%", run.step, row["loss"], row["mse"], row["perceptual"], row["phase"],
+                 row["shift"], row["gan"], row["critic"], self.lr, row["images_per_s"], 100 * row["data_frac"])
         self.sums.zero_()
         self.data_seconds, self.steps, self.clock = 0.0, 0, time.perf_counter()
         return row
@@ -392,6 +457,9 @@ def checkpoint(run: Run) -> None:
                "unet": run.pipe.unet.state_dict(), "ema": run.ema.state_dict(),
                "autoencoder": run.pipe.autoencoder.state_dict(), "optimizer": run.optimizer.state_dict(),
                "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}
+    if run.critic is not None:
+        payload |= {"critic": run.critic.net.state_dict(), "critic_optimizer": run.critic.optimizer.state_dict(),
+                    "critic_scaler": run.critic.scaler.state_dict()}
     try:
         save_checkpoint(payload, checkpoint_path(run.run_dir, run.step))
         prune_checkpoints(run.run_dir, run.cfg.run.keep_last)

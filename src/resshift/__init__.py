@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, ConfigError, InputError, ResShiftError
+from .errors import CheckpointError, ConfigError, DownloadError, InputError, OfflineError, ResShiftError
 from .pipeline import ResShiftPipeline
 from .presets import PRESETS, ModelConfig
 from .schedule import Schedule, ScheduleConfig
 
-__all__ = ["CheckpointError", "ConfigError", "InputError", "ModelConfig", "PRESETS", "ResShiftError",
-           "ResShiftPipeline", "Schedule", "ScheduleConfig", "__version__"]
+__all__ = ["CheckpointError", "ConfigError", "DownloadError", "InputError", "ModelConfig", "OfflineError", "PRESETS",
+           "ResShiftError", "ResShiftPipeline", "Schedule", "ScheduleConfig", "__version__"]

@@ -3,8 +3,9 @@
 Runs (each through `resshift.benchmark.run_benchmark`, so the numbers are those `resshift benchmark` prints):
 
 * `bicubic-x4` on Set5 and Set14, LR made by MATLAB bicubic: PSNR/SSIM (Y, 4-pixel border), ST-LPIPS;
-* `realsr-x4` on Val_SR (its given `lq/` inputs against `gt/`, not degraded again): ST-LPIPS, PSNR, SSIM;
-* `realsr-x4` on RealSet65 (real photos, no reference): NIQE;
+* the real-photo models (`--realsr-model`, several side by side) on Val_SR (its given `lq/` inputs against
+  `gt/`, not degraded again): ST-LPIPS, PSNR, SSIM and the phase variance of the error (a 4-pixel grid);
+* the same models on RealSet65 (real photos, no reference): NIQE and JPEG blockiness;
 * speed of each model and the peers on one 256x256 input (-> 1024x1024): median of `--repeat` calls after
   a warm-up, with `--threads` CPU threads (default: all cores).
 
@@ -12,7 +13,7 @@ The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed
 `benchmarks/results/bench_models.json`, each run's folder (outputs, benchmark.json/.csv, grid.png) under
 `--out`, and prints a markdown block ready for docs/results.md.
 
-    python benchmarks/bench_models.py --bicubic-model models/bicubic-x4 --realsr-model models/realsr-x4
+    python benchmarks/bench_models.py --bicubic-model models/bicubic-x4 --realsr-model realsr-x4 runs/x/export
         [--limit N] [--steps N] [--device auto] [--dtype auto] [--threads N] [--out bench-models]
 
 `--limit 2` with tiny random models checks in minutes that everything runs; `--realsr-model none` (or
@@ -51,6 +52,12 @@ VAL_SR, REALSET65 = DATA / "resshift_testdata" / "Val_SR", DATA / "resshift_test
 SPEED_IMAGE = SET14 / "img_001.png"
 
 
+def model_name(spec: str) -> str:
+    """A bundled name as it is; a folder by its path's last two parts (runs/x/export -> x-export)."""
+    path = Path(spec)
+    return spec if not path.exists() else "-".join(path.resolve().parts[-2:])
+
+
 def peers_available() -> bool:
     try:
         find_peers()
@@ -60,33 +67,33 @@ def peers_available() -> bool:
     return True
 
 
-def quality_runs(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str, BenchmarkResult]:
-    """Each (run name, model, set, options) through run_benchmark; outputs under args.out/<run name>."""
+def quality_runs(args: argparse.Namespace, models: dict[str, dict], peers: bool) -> dict[str, BenchmarkResult]:
+    """Each (run name, model group, set, options) through run_benchmark; outputs under args.out/<run name>."""
     base = dict(limit=args.limit, peers=peers, threads=args.threads, overwrite=True,
                 metrics_device=str(args.device))
     runs = [("bicubic-x4 Set5", "bicubic", SET5, BenchmarkOptions(degradation="bicubic", **base)),
             ("bicubic-x4 Set14", "bicubic", SET14, BenchmarkOptions(degradation="bicubic", **base)),
-            ("realsr-x4 Val_SR", "realsr", VAL_SR / "gt", BenchmarkOptions(lq=VAL_SR / "lq", **base)),
+            ("realsr-x4 Val_SR", "realsr", VAL_SR / "gt",
+             BenchmarkOptions(lq=VAL_SR / "lq", metrics=("psnr", "ssim", "stlpips", "phase"), **base)),
             ("realsr-x4 RealSet65", "realsr", REALSET65, BenchmarkOptions(no_reference=True, **base))]
     restore_options = RestoreOptions(steps=args.steps, seed=args.seed)
     results = {}
-    for name, model, folder, options in runs:
-        if model not in pipes:
+    for name, group, folder, options in runs:
+        if not models[group]:
             continue
         print(f"== {name}", file=sys.stderr)
         out = args.out / name.replace(" ", "_")
-        results[name] = run_benchmark(pipes[model], folder, out, options, model_name=f"{model}-x4",
-                                      restore_options=restore_options)
+        results[name] = run_benchmark(models[group], folder, out, options, restore_options=restore_options)
         print(results[name].table(), file=sys.stderr)
     return results
 
 
-def speed_run(args: argparse.Namespace, pipes: dict, peers: bool) -> dict[str, float]:
+def speed_run(args: argparse.Namespace, pipes: dict[str, object], peers: bool) -> dict[str, float]:
     """Median seconds of one size x size -> 4x input per method (models on args.device, peers on the CPU)."""
     pixels = read_image(SPEED_IMAGE).pixels
     square = center_crop(pixels, min(pixels.shape[:2]), 1)
     lr = resize(square, (args.speed_size, args.speed_size))   # a real photo at the size, not noise
-    methods = [model_method(pipe, f"{name}-x4", RestoreOptions(steps=args.steps, seed=args.seed))
+    methods = [model_method(pipe, name, RestoreOptions(steps=args.steps, seed=args.seed))
                for name, pipe in pipes.items()]
     if peers:
         methods += peer_methods(4, args.threads, [])
@@ -120,8 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bicubic-model", default="bicubic-x4",
                         help="folder or bundled name (default bicubic-x4); 'none' leaves its runs out")
-    parser.add_argument("--realsr-model", default="realsr-x4",
-                        help="folder or bundled name (default realsr-x4); 'none' leaves its runs out")
+    parser.add_argument("--realsr-model", nargs="+", default=["realsr-x4"],
+                        help="folders or bundled names, compared side by side (default realsr-x4); 'none' "
+                             "leaves their runs out")
     parser.add_argument("--out", type=Path, default=Path("bench-models"), help="folder for each run's outputs")
     parser.add_argument("--limit", type=int, help="only the first N images of each set")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the models')")
@@ -138,16 +146,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, args.device)
-    specs = {name: spec for name, spec in (("bicubic", args.bicubic_model), ("realsr", args.realsr_model))
-             if spec.lower() != "none"}
-    if not specs:
-        parser.error("both models are 'none': nothing to benchmark")
-    pipes = {name: load_model(spec, device=args.device, dtype=dtype) for name, spec in specs.items()}
+    groups = {"bicubic": [args.bicubic_model], "realsr": args.realsr_model}
+    specs = {group: [spec for spec in group_specs if spec.lower() != "none"] for group, group_specs in groups.items()}
+    if not any(specs.values()):
+        parser.error("every model is 'none': nothing to benchmark")
+    models = {group: {model_name(spec): load_model(spec, device=args.device, dtype=dtype) for spec in group_specs}
+              for group, group_specs in specs.items()}
     peers = peers_available()
-    results = {} if args.speed_only else quality_runs(args, pipes, peers)
-    speed = speed_run(args, pipes, peers)
+    results = {} if args.speed_only else quality_runs(args, models, peers)
+    speed = speed_run(args, {name: pipe for group in models.values() for name, pipe in group.items()}, peers)
     payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),
-               "models": {f"{name}-x4": spec for name, spec in specs.items()},
+               "models": {group: list(group_specs) for group, group_specs in specs.items()},
                "steps": args.steps, "seed": args.seed, "limit": args.limit, "peers": peers,
                "runs": {name: {"set": str(r.set_folder), "inputs": r.inputs,
                                "methods": {m.name: {"images": m.report.count, "seconds_per_image": m.seconds_per_image,

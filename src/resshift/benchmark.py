@@ -22,7 +22,7 @@ import io
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -77,6 +77,7 @@ class BenchmarkOptions:
     grid_cell: int = 192                 # pixels per grid cell
     overwrite: bool = False              # replace this command's folders and files in a non-empty output
     metrics_device: str = "cpu"          # where ST-LPIPS runs
+    metrics: Optional[tuple[str, ...]] = None   # default: resshift eval's (with or without ground truth)
 
     def __post_init__(self) -> None:
         if self.degradation not in DEGRADATIONS:
@@ -274,28 +275,33 @@ def _timed_outputs(method: Method, samples: Sequence[Sample], folder: Path, scal
     return seconds
 
 
-def run_benchmark(pipe: Optional[ResShiftPipeline], set_folder: str | Path, out: str | Path,
-                  options: BenchmarkOptions = BenchmarkOptions(), *, model_name: str = "resshift",
+def run_benchmark(models: Mapping[str, ResShiftPipeline], set_folder: str | Path, out: str | Path,
+                  options: BenchmarkOptions = BenchmarkOptions(), *,
                   restore_options: RestoreOptions = RestoreOptions(), scale: int = 4) -> BenchmarkResult:
-    """Make the inputs, run bicubic, Lanczos, the model (`pipe`; None: baselines only) and the peers,
-    score them, and write `out/benchmark.json`, `out/benchmark.csv` and `out/grid.png`.
+    """Make the inputs, run bicubic, Lanczos, the `models` (name -> pipeline, side by side on the same
+    inputs and noise; none: baselines only) and the peers, score them, and write `out/benchmark.json`,
+    `out/benchmark.csv` and `out/grid.png`.
 
-    `scale` is used only without a model; a model's own scale wins. InputError for usage problems
-    (bad folders, a non-empty output without `overwrite`, no usable image); ConfigError when peers
-    are asked for and not installed.
+    `scale` is used only without a model; the models' own scale wins (they must share it). InputError
+    for usage problems (bad folders, a non-empty output without `overwrite`, no usable image, models of
+    different scales, a model name taken); ConfigError when peers are asked for and not installed.
     """
     set_folder, out = Path(set_folder).expanduser(), Path(out).expanduser()
     _check_output(out, options.overwrite)
-    scale = pipe.config.scale if pipe is not None else scale
+    scales = {pipe.config.scale for pipe in models.values()}
+    if len(scales) > 1:
+        raise InputError(f"the models have different scales ({', '.join(map(str, sorted(scales)))}); "
+                         "benchmark models of one scale together")
+    scale = scales.pop() if scales else scale
     result = BenchmarkResult(set_folder, options, scale)
     methods = [bicubic_method(scale), lanczos_method(scale)]
-    if pipe is not None:
-        methods.append(model_method(pipe, model_name, restore_options))
+    methods += [model_method(pipe, name, restore_options) for name, pipe in models.items()]
     if options.peers:
         methods += peer_methods(scale, options.threads, result.notes)
     folders = ["lr", *([] if options.no_reference else ["gt"]), *(m.name for m in methods)]
-    if len(set(folders)) != len(folders):
-        raise InputError(f"model name {model_name!r} is taken by another folder of the benchmark; rename it")
+    taken = sorted({name for name in folders if folders.count(name) > 1})
+    if taken:
+        raise InputError(f"model name {taken[0]!r} is taken by another folder of the benchmark; rename it")
     samples, result.problems = load_samples(set_folder, scale, options)
     if not samples:
         first = f"; the first: {result.problems[0]}" if result.problems else ""
@@ -308,8 +314,9 @@ def run_benchmark(pipe: Optional[ResShiftPipeline], set_folder: str | Path, out:
     gt_folder = None if options.no_reference else out / "gt"
     for method in methods:
         seconds = _timed_outputs(method, samples, out / method.name, scale)
-        report = evaluate_folders(out / method.name, gt_folder, crop_border=0 if gt_folder is None else scale,
-                                  device=options.metrics_device, scale=scale)
+        report = evaluate_folders(out / method.name, gt_folder, metrics=options.metrics,
+                                  crop_border=0 if gt_folder is None else scale, device=options.metrics_device,
+                                  scale=scale)
         result.notes += [n for n in report.notes if n not in result.notes]
         result.methods.append(MethodResult(method.name, method.title, method.about, seconds, report))
     result.write_json(out / "benchmark.json")

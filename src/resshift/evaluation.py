@@ -33,7 +33,7 @@ from .errors import CheckpointError, InputError, ResShiftError
 from .fileio import atomic_write_csv, atomic_write_json
 from .holes import telea_inpaint
 from .imageio import IMAGE_SUFFIXES, Image, list_image_files, read_image
-from .metrics import STLPIPS, blockiness, niqe, psnr, rgb_to_y, ssim
+from .metrics import STLPIPS, blockiness, niqe, phase_variance, psnr, rgb_to_y, ssim
 from .metrics.psnr_ssim import PEAK, to_255
 from .pipeline import ResShiftPipeline
 from .batch import RestoreOptions, find_inputs
@@ -45,9 +45,13 @@ __all__ = ["FULL_REFERENCE", "METRICS", "NO_REFERENCE", "Problem", "Report", "Ro
 
 FULL_REFERENCE = ("psnr", "ssim", "stlpips")
 NO_REFERENCE = ("niqe", "blockiness")
-METRICS = FULL_REFERENCE + NO_REFERENCE
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "ST-LPIPS", "niqe": "NIQE", "blockiness": "Blockiness"}
-DIGITS = {"psnr": 2, "ssim": 4, "stlpips": 4, "niqe": 4, "blockiness": 3}
+# On request only: the sub-pixel phase variance of the error (a grid tied to the scale; lower is better).
+OPTIONAL = ("phase",)
+METRICS = FULL_REFERENCE + NO_REFERENCE + OPTIONAL
+NEEDS_GT = FULL_REFERENCE + OPTIONAL
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "ST-LPIPS", "niqe": "NIQE", "blockiness": "Blockiness",
+          "phase": "Phase var"}
+DIGITS = {"psnr": 2, "ssim": 4, "stlpips": 4, "niqe": 4, "blockiness": 3, "phase": 7}
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,8 @@ def _score(pred: np.ndarray, gt: Optional[np.ndarray], metrics: Sequence[str], c
     for m in metrics:
         if m == "blockiness":            # the whole image: the JPEG grid starts at its first pixel
             values[m] = blockiness(pred, scale)
+        elif m == "phase":               # the whole image: the grid is tied to the first output pixel
+            values[m] = _phase(pred, gt, max(scale, 2))
         elif m == "psnr":
             values[m] = psnr(pred, gt, crop_border, y_channel)
         elif m == "ssim":
@@ -215,6 +221,14 @@ def _score(pred: np.ndarray, gt: Optional[np.ndarray], metrics: Sequence[str], c
             with torch.no_grad():
                 values[m] = float(lpips(a, b)[0])
     return values
+
+
+def _phase(pred: np.ndarray, gt: np.ndarray, period: int) -> float:
+    """phase_variance of the error, with the metric's own one-line error for a too-small image."""
+    try:
+        return float(phase_variance(torch.from_numpy(pred - gt).permute(2, 0, 1)[None], period))
+    except ValueError as err:
+        raise InputError(str(err)) from err
 
 
 def _read(path: Path, problems: list[Problem]) -> Optional[np.ndarray]:
@@ -244,8 +258,8 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, metrics: Se
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    if gt is None and any(m in FULL_REFERENCE for m in metrics):
-        needing = ", ".join(m for m in metrics if m in FULL_REFERENCE)
+    if gt is None and any(m in NEEDS_GT for m in metrics):
+        needing = ", ".join(m for m in metrics if m in NEEDS_GT)
         raise InputError(f"--metrics {needing}: needs --gt; without ground truth only "
                          f"{' and '.join(NO_REFERENCE)} can be computed")
     if crop_border < 0:

@@ -64,7 +64,7 @@ def bicubic_run(tmp_path_factory, tiny_model_dir):
     PILImage.open(SET5 / "img_004.png").convert("RGB").crop((0, 0, 24, 40)).save(folder / "small.png")
     pipe = ResShiftPipeline.from_pretrained(tiny_model_dir)
     options = BenchmarkOptions(grid_count=2, grid_cell=CELL)
-    return folder, root / "out", run_benchmark(pipe, folder, root / "out", options, model_name="tiny")
+    return folder, root / "out", run_benchmark({"tiny": pipe}, folder, root / "out", options)
 
 
 def test_bicubic_row_equals_psnr_of_matlab_bicubic_down_and_up(bicubic_run):
@@ -120,13 +120,20 @@ def test_cli_refuses_a_non_empty_output_and_reports_skipped_images(bicubic_run, 
     assert sorted(p.name for p in (tmp_path / "o" / "lr").iterdir()) == ["img_1.png"]
 
 
-def test_no_reference_gives_niqe_only(tmp_path, tiny_model_dir):
+def test_no_reference_gives_niqe_and_blockiness_for_models_side_by_side(tmp_path, tiny_model_dir):
     folder = save_crops(tmp_path / "real", (48, 48), count=2, at=100)  # outputs 192x192: 4 NIQE blocks
     pipe = ResShiftPipeline.from_pretrained(tiny_model_dir)
-    result = run_benchmark(pipe, folder, tmp_path / "out", BenchmarkOptions(no_reference=True, grid_cell=CELL))
-    assert result.metrics == ("niqe",) and [r.report.count for r in result.methods] == [2, 2, 2]
+    other = ResShiftPipeline.from_pretrained(tiny_model_dir)
+    result = run_benchmark({"tiny": pipe, "again": other}, folder, tmp_path / "out",
+                           BenchmarkOptions(no_reference=True, grid_cell=CELL))
+    assert result.metrics == ("niqe", "blockiness") and [r.report.count for r in result.methods] == [2, 2, 2, 2]
+    assert [r.name for r in result.methods] == ["bicubic", "lanczos", "tiny", "again"]
+    assert result.methods[2].report.means == result.methods[3].report.means    # same model, inputs and noise
     assert not (tmp_path / "out" / "gt").exists() and "NIQE" in result.table() and "PSNR" not in result.table()
-    assert PILImage.open(tmp_path / "out" / "grid.png").size == grid_size(2, 4, CELL)   # no GT column
+    assert "Blockiness" in result.table()
+    assert PILImage.open(tmp_path / "out" / "grid.png").size == grid_size(2, 5, CELL)   # no GT column
+    with pytest.raises(InputError, match="model name 'lr' is taken"):
+        run_benchmark({"lr": pipe}, folder, tmp_path / "again", BenchmarkOptions(no_reference=True))
     assert np.array_equal(read_image(tmp_path / "out" / "lr" / "img_1.png").pixels,
                           read_image(folder / "img_1.png").pixels)
 
@@ -141,7 +148,7 @@ def test_given_lr_pairs_are_used_as_they_are(tmp_path):
     PILImage.open(VAL_SR / "gt" / names[0]).crop((0, 0, 60, 64)).save(gt / "odd.png")
     PILImage.open(VAL_SR / "lq" / names[0]).crop((0, 0, 16, 16)).save(lq / "odd.png")
     options = BenchmarkOptions(lq=lq, metrics_device="cpu", grid_count=0)
-    result = run_benchmark(None, gt, tmp_path / "out", options)
+    result = run_benchmark({}, gt, tmp_path / "out", options)
     assert [r.report.count for r in result.methods] == [2, 2] and result.inputs.startswith("given LR")
     assert np.array_equal(read_image(tmp_path / "out" / "lr" / names[0]).pixels,
                           read_image(lq / names[0]).pixels)
@@ -154,7 +161,7 @@ def test_realesrgan_inputs_are_reproducible_per_seed(tmp_path):
 
     def lr_of(seed: int, out: str) -> np.ndarray:
         options = BenchmarkOptions(degradation="realesrgan", seed=seed, grid_count=0, limit=2)
-        run_benchmark(None, folder, tmp_path / out, options)
+        run_benchmark({}, folder, tmp_path / out, options)
         return read_image(tmp_path / out / "lr" / "img_2.png").pixels
 
     first = lr_of(0, "a")
@@ -201,7 +208,7 @@ def test_span_reproduces_its_published_set5_psnr():
 @needs_peers
 def test_peers_join_every_table_and_tile_seamlessly(bicubic_run, tmp_path):
     folder, _, _ = bicubic_run
-    result = run_benchmark(None, folder, tmp_path / "out", BenchmarkOptions(peers=True, grid_cell=CELL))
+    result = run_benchmark({}, folder, tmp_path / "out", BenchmarkOptions(peers=True, grid_cell=CELL))
     assert [r.name for r in result.methods] == ["bicubic", "lanczos", *(p.name for p in PEERS)]
     rows = {r.name: r.report.means["psnr"] for r in result.methods}
     assert rows["span-x4"] > rows["bicubic"] + 1                   # a trained PSNR model beats bicubic

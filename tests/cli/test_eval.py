@@ -246,3 +246,18 @@ def test_blockiness_of_upscaled_jpegs_by_scale(tmp_path, run):
     assert values["q10"] == pytest.approx(blockiness(read_image(pred / "q10.png").pixels, 4), rel=1e-9)
     assert values["q10"] > 1.5 * values["q95"] and values["q95"] < 1.3
     assert evaluate_folders(pred).metrics == ("niqe", "blockiness")          # the no-reference default
+
+
+def test_phase_variance_of_a_grid_tied_error_is_the_tiles_variance(tmp_path):
+    """pred = gt + a 4x4 tile repeated: every phase's window mean is its tile value, so the metric is the
+    variance of the 16 tile values (exactly, on the 8-bit grid); a flat error scores 0."""
+    tile = np.arange(16).reshape(4, 4) * 2                                     # 0 .. 30 levels
+    gt = np.full((64, 64, 3), 100, dtype=np.uint8)
+    grid = np.tile(tile, (16, 16))[..., None].repeat(3, axis=2)
+    save(tmp_path / "gt" / "a.png", gt)
+    save(tmp_path / "pred" / "a.png", (gt + grid).astype(np.uint8))
+    save(tmp_path / "flat" / "a.png", gt + 10)
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", metrics=["phase"], scale=4)
+    assert report.rows[0].values["phase"] == pytest.approx((tile / 255).var(), rel=1e-5)
+    flat = evaluate_folders(tmp_path / "flat", tmp_path / "gt", metrics=["phase"], scale=4)
+    assert flat.rows[0].values["phase"] == pytest.approx(0.0, abs=1e-12)

@@ -1,4 +1,4 @@
-"""`resshift benchmark`: a model beside bicubic, Lanczos and (with --peers) SPAN and Real-ESRGAN on one set.
+"""`resshift benchmark`: models beside bicubic, Lanczos and (with --peers) SPAN and Real-ESRGAN on one set.
 
 Exit codes: 0 when every image was scored, 1 when some were skipped (each printed on one line naming
 the file), 2 for usage errors (through `resshift.cli`).
@@ -28,9 +28,10 @@ def add_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark", help="compare a model with bicubic, Lanczos and peers on an image set (table, JSON, CSV, grid)",
         description="Make LR inputs from a set of HR images (or take given ones), run bicubic, Lanczos, the\n"
-                    "model and, with --peers, SPAN x4 and Real-ESRGAN x4plus on the CPU (ncnn), then score\n"
-                    "every method with `resshift eval`'s metrics: PSNR/SSIM (Y) and ST-LPIPS with a border\n"
-                    "crop of the scale, or NIQE alone with --no-reference. Writes OUT/lr, OUT/gt, one folder\n"
+                    "model(s) (--model may be repeated: side by side on the same inputs and noise) and, with\n"
+                    "--peers, SPAN x4 and Real-ESRGAN x4plus on the CPU (ncnn), then score every method with\n"
+                    "`resshift eval`'s metrics: PSNR/SSIM (Y) and ST-LPIPS with a border crop of the scale, or\n"
+                    "NIQE and JPEG blockiness with --no-reference. Writes OUT/lr, OUT/gt, one folder\n"
                     "per method, OUT/benchmark.json, OUT/benchmark.csv and OUT/grid.png (LR | methods | GT,\n"
                     "each with an enlarged crop). Times are wall-clock seconds per image after a warm-up.\n\n"
                     "The same --seed draws the Real-ESRGAN degradation (one draw per image, keyed by its\n"
@@ -39,7 +40,7 @@ def add_benchmark(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  resshift benchmark --model models/bicubic-x4 --set Set5 -o bench/set5 --peers\n"
                "  resshift benchmark --model models/realsr-x4 --set Val_SR/gt --lq Val_SR/lq -o bench/val\n"
-               "  resshift benchmark --model models/realsr-x4 --set RealSet65 --no-reference -o bench/real\n"
+               "  resshift benchmark --model realsr-x4 --model realsr-v3 --set RealSet65 --no-reference -o bench/real\n"
                f"peers: {INSTALL_HINT}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("images")
@@ -56,8 +57,9 @@ def add_benchmark(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--overwrite", action="store_true",
                       help="write into a non-empty output folder (its lr/, gt/ and method folders are replaced)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help="model folder, official UNet .pth (with --autoencoder) or bundled name "
-                                       "(default: the bundled super-resolution model)")
+    model.add_argument("--model", action="append", help="model folder, bundled or official name, or official UNet "
+                                                        ".pth (with --autoencoder); repeat to compare several "
+                                                        "(default: the bundled super-resolution model)")
     model.add_argument("--autoencoder", help="official VQGAN .pth, with an official UNet --model")
     model.add_argument("--task", choices=sorted(PRESETS), help="official preset of a UNet .pth")
     model.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
@@ -92,14 +94,16 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
                                metrics_device=str(device))
     if args.peers:
         find_peers()            # a missing package is a usage error: say so before loading the model
-    pipe = load_model(args.model, args.autoencoder, args.task, device=device, dtype=resolve_dtype(args.dtype, device))
-    if pipe.config.task != "sr":
-        raise InputError(f"--model {args.model}: benchmark needs a super-resolution model, "
-                         f"this one is for {pipe.config.task!r}")
+    models = {}
+    for spec in args.model or [None]:
+        pipe = load_model(spec, args.autoencoder, args.task, device=device, dtype=resolve_dtype(args.dtype, device))
+        if pipe.config.task != "sr":
+            raise InputError(f"--model {spec}: benchmark needs a super-resolution model, "
+                             f"this one is for {pipe.config.task!r}")
+        models[_model_name(spec)] = pipe
     restore_options = RestoreOptions(steps=args.steps, seed=args.seed, tile=args.tile,
                                      tile_overlap=args.tile_overlap)
-    result = run_benchmark(pipe, args.set_folder, args.output, options, model_name=_model_name(args.model),
-                           restore_options=restore_options)
+    result = run_benchmark(models, args.set_folder, args.output, options, restore_options=restore_options)
     for note in result.notes:
         print(f"resshift benchmark: note: {note}", file=sys.stderr)
     problems = [str(p) for p in result.problems]

@@ -3,18 +3,21 @@
     resshift train CONFIG.yaml [key.sub=value ...] [--out RUN_DIR] [--resume [CKPT]] [--device cuda]
     resshift train --resume --out RUN_DIR              # the run's latest checkpoint, its own config
     resshift train export --checkpoint CKPT -o FOLDER [--dtype fp16] [--raw]
+    resshift train distill TEACHER [key.sub=value ...] --out RUN_DIR   # a one-step student (preset distill-one-step)
     torchrun --nproc-per-node 4 -m resshift train CONFIG.yaml
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 LATEST = "latest"
+DISTILL_PRESET = "distill-one-step"
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +27,14 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                     "realsr-x4-official or compact-realsr-x4: docs/training.md lists them all, and so does "
                     "the error for an unknown name); any value can be overridden as key.sub=value. "
                     "`resshift train export --checkpoint CKPT -o FOLDER` writes a checkpoint's EMA model "
-                    "as a model folder. See docs/training.md.",
+                    "as a model folder; `resshift train distill TEACHER` distils a multi-step model (a folder, "
+                    "a bundled or official name) into a one-step student. See docs/training.md.",
         epilog="examples:\n  resshift train tiny-cpu optim.total_steps=300 --out runs/tiny\n"
                "  resshift train --resume --out runs/tiny\n"
                "  torchrun --nproc-per-node 8 -m resshift train realsr-x4-official "
                "data.train_dirs=[/data/hr] model.autoencoder_weights=autoencoder_vq_f4.pth\n"
-               "  resshift train export --checkpoint runs/tiny/checkpoints/step_00000300.pt -o models/tiny",
+               "  resshift train export --checkpoint runs/tiny/checkpoints/step_00000300.pt -o models/tiny\n"
+               "  resshift train distill runs/ablation/T15-p0.3-k2/export --out runs/distill-T15",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("items", nargs="*", metavar="CONFIG | key=value",
                         help="a YAML file or bundled preset name, then overrides such as optim.lr=1e-4")
@@ -59,6 +64,17 @@ def _setup_logging(quiet: bool, run_dir: Path) -> logging.Handler | None:
     return handler
 
 
+def distill_items(items: list[str]) -> list[str]:
+    """`distill TEACHER [overrides]` -> the distillation preset with model.teacher=TEACHER, then the overrides."""
+    from ..errors import ConfigError
+
+    teachers = [item for item in items if "=" not in item]
+    if len(teachers) != 1:
+        raise ConfigError("usage: resshift train distill TEACHER [key.sub=value ...] --out RUN_DIR "
+                          "(TEACHER: a model folder, a bundled or an official model's name)")
+    return [DISTILL_PRESET, f"model.teacher={json.dumps(teachers[0])}", *(item for item in items if "=" in item)]
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -68,6 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.trainer import export_checkpoint, train
 
     items = list(args.items)
+    if items[:1] == ["distill"]:
+        items = distill_items(items[1:])
     if items[:1] == ["export"]:
         if args.checkpoint is None or args.output is None or len(items) > 1:
             raise ConfigError("usage: resshift train export --checkpoint CKPT -o FOLDER [--dtype fp16] [--raw]")

@@ -62,7 +62,7 @@ class DataConfig(Config):
 
 @dataclass(frozen=True)
 class ModelSpec(Config):
-    """What to train. Exactly one source: `preset`, `config`, `pretrained` or `official_unet`.
+    """What to train. Exactly one source: `preset`, `config`, `pretrained`, `official_unet` or `teacher`.
 
     preset / config start the UNet from random weights (seeded by run.seed) and load the frozen
     autoencoder from `autoencoder_weights` (official .pth or a model folder's model.safetensors); a
@@ -70,6 +70,8 @@ class ModelSpec(Config):
     and `official_unet` (+ `autoencoder_weights`, with `preset` naming the task if the file name does
     not tell it) fine-tune existing weights. `pretrained` with `config` fine-tunes the folder's weights
     under another chain or conditioning (schedule, `hole_fill`, ...): the networks must be the same.
+    `teacher` (a model folder, bundled or official name) distils a multi-step model into a one-step
+    student that starts as its copy (`resshift.training.distill`; the loss's keys: `optim.distill`).
     """
 
     preset: str | None = None
@@ -78,9 +80,16 @@ class ModelSpec(Config):
     official_unet: str | None = None
     autoencoder_weights: str | None = None
     random_autoencoder: bool = False   # allow an untrained VQGAN: smoke tests only, results are meaningless
+    teacher: str | None = None         # distil this multi-step model into a one-step student
 
     def __post_init__(self) -> None:
-        if self.pretrained is not None:
+        if self.teacher is not None:
+            others = [k for k in ("preset", "config", "pretrained", "official_unet", "autoencoder_weights")
+                      if getattr(self, k) is not None]
+            if others:
+                raise ConfigError(f"model.teacher is the student's only source (it starts as the teacher's copy); "
+                                  f"remove model.{others[0]}")
+        elif self.pretrained is not None:
             others = [k for k in ("preset", "official_unet", "autoencoder_weights") if getattr(self, k) is not None]
             if others:
                 raise ConfigError(f"model.pretrained takes its weights from the folder; remove model.{others[0]}")
@@ -88,8 +97,8 @@ class ModelSpec(Config):
             if self.config is not None or self.autoencoder_weights is None:
                 raise ConfigError("model.official_unet needs model.autoencoder_weights (and no model.config)")
         elif (self.preset is None) == (self.config is None):
-            raise ConfigError("give exactly one of model.preset, model.config, model.pretrained "
-                              "or model.official_unet")
+            raise ConfigError("give exactly one of model.preset, model.config, model.pretrained, "
+                              "model.official_unet or model.teacher")
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,24 @@ class GANConfig(Config):
     def __post_init__(self) -> None:
         if self.weight < 0 or self.lr <= 0 or self.start_step < 0:
             raise ConfigError("optim.gan: weight and start_step must not be negative, lr must be positive")
+
+
+@dataclass(frozen=True)
+class DistillConfig(Config):
+    """The one-step distillation's terms (with model.teacher; `resshift.training.distill`): the student's
+    result against the teacher's deterministic chain (weight 1), the inverse mapping it also learns, and
+    the consistency of the ground truth through that inverse and back."""
+
+    teacher_steps: int | None = None   # teacher calls per target (None: all its steps); fewer are spread
+                                       # evenly from t = T to t = 1: a cheaper, coarser target
+    inverse_weight: float = 1.0
+    consistency_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.inverse_weight, self.consistency_weight) < 0:
+            raise ConfigError("optim.distill.inverse_weight and consistency_weight must not be negative")
+        if self.teacher_steps is not None and self.teacher_steps < 1:
+            raise ConfigError(f"optim.distill.teacher_steps must be at least 1, got {self.teacher_steps}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +161,7 @@ class OptimConfig(Config):
     shift_weight: float = 0.0          # shift consistency: the batch rolled must give the prediction rolled
                                        # (trainer.shift_inconsistency); pixel-unshuffle latents; 0 disables
     gan: GANConfig = GANConfig()       # the adversarial term (off by default)
+    distill: DistillConfig = DistillConfig()   # the distillation's terms, used with model.teacher
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -179,6 +207,8 @@ class TrainConfig(Config):
 
     def __post_init__(self) -> None:
         spec = self.model
+        if spec.teacher is not None and self.optim.shift_weight > 0:
+            raise ConfigError("optim.shift_weight is not available when distilling (model.teacher); set it to 0")
         if spec.config is not None or (spec.preset is not None and spec.official_unet is None):
             check_task(self.data, spec.config or get_preset(spec.preset).config)
 

@@ -18,8 +18,8 @@ from resshift.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("step", "loss", "mse", "perceptual", "phase", "shift", "gan", "critic", "lr", "grad_norm", "images_per_s",
-           "data_frac", "val_psnr")
+COLUMNS = ("step", "loss", "mse", "perceptual", "phase", "shift", "gan", "critic", "distill", "inverse", "consistency",
+           "lr", "grad_norm", "images_per_s", "data_frac", "val_psnr")
 
 
 class MetricsLog:

@@ -9,7 +9,9 @@ Notation (code name <-> paper symbol, 001 Sec. 3 and the journal 002):
     x_t         x_t       q_sample(z0, z_y, eta_t, kappa, noise)                      (Eq. 2)
     pred        f_theta   UNet(x_t / sqrt(kappa^2 eta_t + 1), t, lq): an x0 prediction (Eq. 7)
 
-The loss terms (mse, perceptual, phase, shift) are in `resshift.training.losses`.
+The loss terms (mse, perceptual, phase, shift) are in `resshift.training.losses`; with `model.teacher` the
+run distils a multi-step model into a one-step student instead, with the terms of `resshift.training.distill`
+(same loop, checkpoints, resume and export).
 
     train(config, run_dir)
       setup          the pipeline (fresh, fine-tuned or from a checkpoint), optimizer, EMA, data stream
@@ -59,12 +61,13 @@ from resshift.presets import ModelConfig, get_preset
 from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
                                           save_checkpoint, seed_everything, set_rng_state)
 from resshift.training.config import GANConfig, ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
+from resshift.training.distill import distillation_loss, one_step_config, student_from_teacher, teacher_chain
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
 from resshift.training.losses import build_perceptual, check_phase_crop, check_shift, training_loss
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift", "gan", "critic")
+LOGGED_TERMS = ("loss", "mse", "perceptual", "phase", "shift", "gan", "critic", "distill", "inverse", "consistency")
 
 
 # --------------------------------------------------------------------------- the model
@@ -80,6 +83,8 @@ def pretrained_folder(name: str) -> Path:
 
 def model_config_of(spec: ModelSpec) -> Optional[ModelConfig]:
     """The architecture a spec names, without loading weights (None when only the weights tell)."""
+    if spec.teacher is not None:
+        return one_step_config(read_model_config(pretrained_folder(spec.teacher)))
     if spec.config is not None:
         return spec.config
     if spec.pretrained is not None:
@@ -98,8 +103,10 @@ def with_config(pipe: ResShiftPipeline, config: Optional[ModelConfig]) -> ResShi
 
 
 def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
-    """The pipeline to train, on the CPU in float32: fine-tuned weights, or a seeded random UNet whose
-    output layer starts at zero."""
+    """The pipeline to train, on the CPU in float32: fine-tuned weights, a teacher's one-step copy, or a
+    seeded random UNet whose output layer starts at zero."""
+    if spec.teacher is not None:
+        return student_from_teacher(load_teacher(spec.teacher))
     if spec.pretrained is not None:
         return with_config(ResShiftPipeline.from_pretrained(pretrained_folder(spec.pretrained)), spec.config)
     if spec.official_unet is not None:
@@ -121,6 +128,14 @@ def build_pipeline(spec: ModelSpec, seed: int) -> ResShiftPipeline:
         else:
             log.warning("the autoencoder has RANDOM weights (model.random_autoencoder): results are meaningless")
     return pipe
+
+
+def load_teacher(name: str, device: torch.device | str = "cpu") -> ResShiftPipeline:
+    """model.teacher, frozen, in float32 (SR and face models: the distillation has no masks)."""
+    teacher = ResShiftPipeline.from_pretrained(pretrained_folder(name), device=device)
+    if teacher.config.task == "inpaint":
+        raise ConfigError(f"model.teacher={name}: an inpainting model; distillation takes SR and face models")
+    return teacher
 
 
 def autoencoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -278,19 +293,32 @@ def setup(cfg: TrainConfig, run_dir: Path, world: World, device: torch.device,
     model = DistributedDataParallel(unet, device_ids=[device] if device.type == "cuda" else None) \
         if world.enabled else unet
     optimizer = torch.optim.AdamW(unet.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    phase_period = o.phase_period or pipe.config.autoencoder.downsample_factor
-    check_phase_crop(o.phase_weight, cfg.data.crop_size, phase_period)
+    check_phase_crop(o.phase_weight, cfg.data.crop_size, o.phase_period or pipe.config.autoencoder.downsample_factor)
     check_shift(o.shift_weight, pipe, cfg.data.crop_size)
     critic = None
     if o.gan.weight > 0:
         critic = Critic.build(o.gan, cfg.run.seed, world, device, o.amp, (state or {}).get("critic"), source)
-    loss = partial(training_loss, pipe=pipe, etas=pipe.schedule().etas.to(device, torch.float32), seed=cfg.run.seed,
-                   perceptual=build_perceptual(o.perceptual_weight, o.perceptual_net, device),
-                   perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight, phase_period=phase_period,
-                   shift_weight=o.shift_weight, discriminator=critic.net if critic is not None else None)
     return Run(cfg, run_dir, world, pipe, model, ema, optimizer,
                torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, optim=o)),
-               torch.amp.GradScaler(device.type, enabled=o.amp == "fp16"), loss, critic)
+               torch.amp.GradScaler(device.type, enabled=o.amp == "fp16"),
+               build_loss(cfg, pipe, device, critic), critic)
+
+
+def build_loss(cfg: TrainConfig, pipe: ResShiftPipeline, device: torch.device,
+               critic: Optional["Critic"]) -> Callable[..., dict[str, torch.Tensor]]:
+    """The run's loss: `training_loss`, or with model.teacher the distillation against the frozen teacher."""
+    o = cfg.optim
+    common = dict(pipe=pipe, seed=cfg.run.seed, perceptual_weight=o.perceptual_weight, phase_weight=o.phase_weight,
+                  perceptual=build_perceptual(o.perceptual_weight, o.perceptual_net, device),
+                  phase_period=o.phase_period or pipe.config.autoencoder.downsample_factor,
+                  discriminator=critic.net if critic is not None else None)
+    if cfg.model.teacher is None:
+        return partial(training_loss, etas=pipe.schedule().etas.to(device, torch.float32),
+                       shift_weight=o.shift_weight, **common)
+    teacher = load_teacher(cfg.model.teacher, device)
+    return partial(distillation_loss, teacher=teacher, chain=teacher_chain(teacher.config.schedule,
+                                                                          o.distill.teacher_steps),
+                   inverse_weight=o.distill.inverse_weight, consistency_weight=o.distill.consistency_weight, **common)
 
 
 def resume_states(run: Run, state: dict[str, Any], source: str) -> None:
@@ -429,9 +457,9 @@ class Meter:
         row = {"step": run.step, **{key: total / totals[-1] for key, total in zip(LOGGED_TERMS, totals)},
                "lr": self.lr, "grad_norm": self.grad_norm,
                "images_per_s": self.steps * run.cfg.optim.batch_size / elapsed, "data_frac": self.data_seconds / elapsed}
-        log.info("step %d  loss %.5f  mse %.5f  perceptual %.4f  phase %.2e  shift %.2e  gan %.3f  critic %.3f  "
-                 "lr %.3g  %.1f img/s  data %.0f%%", run.step, row["loss"], row["mse"], row["perceptual"], row["phase"],
-                 row["shift"], row["gan"], row["critic"], self.lr, row["images_per_s"], 100 * row["data_frac"])
+        terms = "  ".join(f"{key} {row[key]:.4g}" for key in LOGGED_TERMS if row[key] or key == "loss")
+        log.info("step %d  %s  lr %.3g  %.1f img/s  data %.0f%%", run.step, terms, self.lr, row["images_per_s"],
+                 100 * row["data_frac"])
         self.sums.zero_()
         self.data_seconds, self.steps, self.clock = 0.0, 0, time.perf_counter()
         return row

@@ -7,8 +7,9 @@ Each image of `--set` (default RealSet65: 65 real photos, 35 of them JPEG files)
   span-x4, realesrgan-x4plus   the ncnn peers (resshift.peers; CPU, fp32), when installed.
 Two numbers per output: B on the JPEG grid mapped to the output (1 = no blocking), and B on the grid moved
 by half a block (`grid_offset` 4), a control that reads about 1 without blocks and below 1 with them
-(then its lines sit in flat block centres): a value above 1 there would be a pattern of some other grid. Means are given over all images and over the JPEG files alone (their grid
-starts at pixel 0 for certain; a PNG may never have been a JPEG, or have been cropped after).
+(then its lines sit in flat block centres): a value above 1 there would be a pattern of some other grid.
+Means are given over all images and over the JPEG files alone (their grid starts at pixel 0 for certain;
+a PNG may never have been a JPEG, or have been cropped after).
 
 Prints a table and writes benchmarks/results/bench_blockiness.json (means and per-image values), rewritten
 after every image, so that an interrupted run leaves the images done so far.

@@ -35,10 +35,10 @@ from bench_core import RESULTS, machine  # noqa: E402  (helpers shared by the be
 
 from resshift.benchmark import Method, model_method, peer_methods  # noqa: E402
 from resshift.fileio import atomic_write_json  # noqa: E402
-from resshift.imageio import from_tensor, read_image, to_tensor  # noqa: E402
+from resshift.imageio import IMAGE_SUFFIXES, from_tensor, read_image, to_tensor  # noqa: E402
 from resshift.metrics import blockiness  # noqa: E402
 from resshift.models import load_model  # noqa: E402
-from resshift.upscale import IMAGE_SUFFIXES, UpscaleOptions  # noqa: E402
+from resshift.batch import RestoreOptions  # noqa: E402
 
 SCALE = 4
 CONTROL_OFFSET = 4      # LR pixels: half a JPEG block
@@ -55,7 +55,7 @@ def methods(args: argparse.Namespace) -> list[Method]:
     found = [Method("bicubic", "bicubic", bicubic_x4, "torch bicubic x4, align_corners=False")]
     if args.realsr_model.lower() != "none":
         pipe = load_model(args.realsr_model)
-        found.append(model_method(pipe, "realsr-x4", UpscaleOptions()))
+        found.append(model_method(pipe, "realsr-x4", RestoreOptions()))
     if args.peers:
         found += peer_methods(SCALE, args.threads, [])
     return found

@@ -389,6 +389,10 @@ class SwinUNet(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.time_embed[0].weight.device
+
     def _check_inputs(
         self, x: torch.Tensor, lq: torch.Tensor | None, mask: torch.Tensor | None
     ) -> None:

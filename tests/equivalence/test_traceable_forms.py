@@ -1,6 +1,7 @@
 """The traceable forms of the networks (for ONNX export) against the forms they replaced, bit for bit.
 
-Three computations were rewritten so that a traced graph holds no size fixed at tracing time:
+Three computations were rewritten so that a traced graph holds no size fixed at tracing time (and the
+shifted-window mask is built by arithmetic, which torch.compile can generate code for):
 
 * the shifted-window attention's shift and window partition (a precomputed row gather, cached per
   input size, became a slice-concatenation shift and a reshape/permute partition);
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from resshift.nets import vqgan
-from resshift.nets.swin import SwinBlock
+from resshift.nets.swin import SwinBlock, last_row_mask
 from resshift.nets import swin_unet
 from resshift.nets.swin_unet import ResBlock
 
@@ -115,3 +116,13 @@ def test_traced_nearest_code_searches_all_rows_at_once(one_thread):
     traced = torch.jit.trace(lambda v: vqgan.nearest_code(v, codebook, chunk_size=7), (z[:10],),
                              check_trace=False)
     assert torch.equal(traced(z), reference)                          # a size the trace never saw
+
+
+@pytest.mark.parametrize(("window", "shift"), [(8, 4), (8, 0), (4, 2), (16, 8)])
+def test_last_row_mask_equals_the_boolean_form(window, shift):
+    """The mask is now built by arithmetic (torch.compile's CPU code generator failed on the boolean form)."""
+    col = torch.arange(window * window) % window
+    region = col >= window - shift if shift > 0 else torch.zeros_like(col, dtype=torch.bool)
+    previous = torch.zeros(window**2, window**2).masked_fill(region[:, None] != region[None, :], -100.0)
+    mask = last_row_mask(window, shift)
+    assert torch.equal(mask, previous) and not torch.signbit(mask).logical_xor(torch.signbit(previous)).any()

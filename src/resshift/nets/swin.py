@@ -75,9 +75,10 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
 def last_row_mask(window: int, shift: int) -> torch.Tensor:
     """(N, N) mask shared by every window of the last window row (the others have none)."""
     col = torch.arange(window * window) % window  # (N,) column of each token in its window
-    region = col >= window - shift if shift > 0 else torch.zeros_like(col, dtype=torch.bool)
-    differs = region[:, None] != region[None, :]  # (N, N)
-    return torch.zeros(differs.shape).masked_fill(differs, MASKED)
+    region = (col >= window - shift).float() if shift > 0 else torch.zeros(col.shape)  # 1 right of the cut
+    differs = (region[:, None] - region[None, :]).abs()  # (N, N) 1 where the two tokens' regions differ
+    # Arithmetic rather than boolean masking, which torch.compile's CPU code generator fails on.
+    return torch.where(differs > 0, MASKED, 0.0)
 
 
 def cyclic_shift(t: torch.Tensor, shift: int) -> torch.Tensor:

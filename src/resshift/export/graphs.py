@@ -7,10 +7,11 @@
 | `encoder`   | `autoencoder.encode(image)`         | image (N, 3, h*f, w*f) in [-1, 1]                   | latent       |
 | `decoder`   | `autoencoder.decode(latent)`        | latent (N, C, h, w); the VQGAN quantises it first   | image        |
 
-Batch, height and width are dynamic: the graphs are traced (PyTorch's TorchScript-based exporter)
-from networks whose shape logic is all tensor operations (`resshift.nets`), with a batch of two so
-that no batch-of-one shortcut is recorded. Heights and widths must still be what the networks
-accept: latent sides multiples of the UNet's `size_multiple`, lq `2**num_downsamplings` times the
+Batch, height and width are dynamic: the graphs are traced (PyTorch's TorchScript-based exporter,
+`dynamo=False`: deprecated since PyTorch 2.9, but it needs no onnxscript and exports the official
+networks in under a minute each) from networks whose shape logic is all tensor operations
+(`resshift.nets`), with a batch of two so that no batch-of-one shortcut is recorded. Heights and
+widths must still be what the networks accept: latent sides multiples of the UNet's `size_multiple`, lq `2**num_downsamplings` times the
 latent. The VQGAN decoder's codebook search holds a (positions x codes) distance matrix at once, so a
 caller bounds the latent it decodes (the pipeline's tiles do).
 """
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..presets import ModelConfig
 
-__all__ = ["OPSET", "Graph", "example_inputs", "graphs_of", "trace_to_onnx"]
+__all__ = ["OPSET", "Graph", "dynamic_axes", "example_inputs", "graphs_of", "trace_to_onnx"]
 
 OPSET = 17
 TRACE_BATCH = 2
@@ -35,7 +36,7 @@ TRACE_BATCH = 2
 
 @dataclass(frozen=True)
 class Graph:
-    """One exported network call: its file, its inputs and output, and which axes are dynamic."""
+    """One exported network call: its name (and so its file), its input names and its output name."""
 
     name: str
     inputs: tuple[str, ...]

@@ -110,6 +110,7 @@ def test_resblock_fused_skip_equals_the_previous_in_place_form(one_thread):
     assert torch.equal(out, previous)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
 def test_traced_nearest_code_searches_all_rows_at_once(one_thread):
     codebook, z = torch.randn(40, 3), torch.randn(300, 3)
     reference = vqgan.nearest_code(z, codebook, chunk_size=7)           # the chunked loop

@@ -41,10 +41,12 @@ def tiny_pipeline(task: str) -> ResShiftPipeline:
 def exported(request, tmp_path_factory):
     """(torch pipeline, its export folder, the onnxruntime pipeline of that folder), once per model."""
     name = request.param
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                  # the sessions take PyTorch's thread count when created
     pipe = tiny_pipeline(name.removeprefix("tiny-")) if name.startswith("tiny-") else load_model(name)
     folder = export_onnx(pipe, tmp_path_factory.mktemp("onnx") / name)
-    return pipe, folder, onnx_pipeline(folder)
+    yield pipe, folder, onnx_pipeline(folder)
+    torch.set_num_threads(threads)
 
 
 def inputs_of(pipe: ResShiftPipeline, size: tuple[int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -19,14 +19,17 @@ from typing import Optional
 
 import torch
 
-from .hub import BUNDLED, model_folder
 from .errors import ConfigError
+from .export import onnxruntime_pipeline, require_onnxruntime
+from .hub import BUNDLED, model_folder
 from .pipeline import ResShiftPipeline
 from .presets import PRESETS, Task
 
-__all__ = ["DEFAULT_MODELS", "DTYPES", "load_model", "resolve_dtype"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "DTYPES", "backend_device", "load_model", "resolve_dtype"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# What runs the three network calls: PyTorch, or ONNX Runtime on the CPU (`resshift.export`).
+BACKENDS = ("torch", "onnxruntime")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 # The official model each task's hint names when no usable model was given.
 EXAMPLE_PRESETS: dict[Task, str] = {"sr": "realsr-v3", "inpaint": "inpaint-imagenet", "face": "faceir"}
@@ -54,16 +57,41 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def backend_device(backend: str, device: str) -> str:
+    """The --device name to resolve for `backend`: 'auto' means the CPU for onnxruntime (its CPU provider)."""
+    return "cpu" if backend == "onnxruntime" and device == "auto" else device
+
+
 def load_model(spec: Optional[str], autoencoder: Optional[str] = None, task: Optional[str] = None, *,
                default_for: Task = "sr", device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> ResShiftPipeline:
+               dtype: torch.dtype = torch.float32, backend: str = "torch") -> ResShiftPipeline:
     """Resolve a model spec (folder, official .pth, bundled name, or None for the bundled default
     of the task `default_for`) into a ready pipeline; `task` names the official preset of a .pth.
 
-    An official model's name is downloaded into the cache the first time (`resshift.hub`). Raises
-    ConfigError for a spec that names nothing usable, CheckpointError (from the loaders) for weights
-    that are missing, corrupt or do not fit, and DownloadError for a download that failed.
+    An official model's name is downloaded into the cache the first time (`resshift.hub`). With
+    `backend` "onnxruntime" the networks run in ONNX Runtime (CPU, float32), exported into the cache
+    on first use (`resshift.export`). Raises ConfigError for a spec that names nothing usable or a
+    backend that cannot run here, CheckpointError (from the loaders) for weights that are missing,
+    corrupt or do not fit, and DownloadError for a download that failed.
     """
+    _check_backend(backend, torch.device(device), dtype)
+    pipe = _load_torch_model(spec, autoencoder, task, default_for=default_for, device=device, dtype=dtype)
+    return pipe if backend == "torch" else onnxruntime_pipeline(pipe)
+
+
+def _check_backend(backend: str, device: torch.device, dtype: torch.dtype) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        require_onnxruntime()
+        if device.type != "cpu" or dtype != torch.float32:
+            raise ConfigError(f"--backend onnxruntime runs on the CPU in fp32, not {device.type} "
+                              f"{str(dtype).removeprefix('torch.')}; leave --device and --dtype at auto "
+                              "(or cpu and fp32), or use --backend torch")
+
+
+def _load_torch_model(spec: Optional[str], autoencoder: Optional[str], task: Optional[str], *,
+                      default_for: Task, device: torch.device | str, dtype: torch.dtype) -> ResShiftPipeline:
     if spec is None:
         if default_for not in DEFAULT_MODELS:
             raise ConfigError(f"no --model given, and resshift bundles no {default_for!r} model yet; "

@@ -173,11 +173,12 @@ class ResShiftPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        """Where the denoiser runs (an ONNX Runtime denoiser, `resshift.export`, says the CPU)."""
+        return self.unet.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return self.unet.dtype
 
     def schedule(self, steps: Optional[int] = None) -> Schedule:
         return Schedule.from_config(self.config.schedule, steps)

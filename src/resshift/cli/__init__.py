@@ -15,6 +15,7 @@ from ..errors import DownloadError, ResShiftError
 from .benchmark import add_benchmark
 from .degrade import add_degrade
 from .evaluate import add_eval
+from .export import add_export
 from .models import add_convert, add_download, add_models, add_presets
 from .serve import add_serve
 from .tasks import add_inpaint, add_restore_face
@@ -27,7 +28,7 @@ EXIT_USAGE = 2
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_upscale, add_inpaint, add_restore_face, add_benchmark, add_eval, add_serve, add_train, add_degrade,
-    add_convert, add_download, add_models, add_presets)
+    add_convert, add_download, add_models, add_presets, add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from ..color import COLOR_FIXES
 from ..distributed import INFERENCE_TIMEOUT, World, barrier, process_group, resolve_device
 from ..errors import InputError
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..models import DTYPES, load_model, resolve_dtype
+from ..models import BACKENDS, DTYPES, backend_device, load_model, resolve_dtype
 from ..presets import PRESETS, Task
 from ..tasks import TASKS, check_task
 from .arguments import non_negative_int, positive_float, positive_int
@@ -57,6 +57,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> a
                      help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
     run.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                      help="auto: fp16 on CUDA, fp32 elsewhere (default)")
+    run.add_argument("--backend", choices=BACKENDS, default="torch",
+                     help="what runs the networks: torch (default), or onnxruntime on the CPU in fp32 (the model "
+                          "is exported to ONNX into the cache on first use; needs pip install \"resshift[onnx]\")")
     run.add_argument("-t", "--tile", type=non_negative_int,
                      help="tile size in input pixels; 0: no tiling (default: automatic from free memory)")
     run.add_argument("--tile-overlap", type=non_negative_int,
@@ -74,9 +77,9 @@ def run_jobs(args: argparse.Namespace, jobs: list[Job], options: RestoreOptions,
         raise InputError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
     world, output = World.from_env(), args.output.expanduser()
     _check_output_root(output, jobs)
-    device = resolve_device(args.device, world.local_rank)
+    device = resolve_device(backend_device(args.backend, args.device), world.local_rank)
     pipe = load_model(args.model, args.autoencoder, args.task, default_for=task, device=device,
-                      dtype=resolve_dtype(args.dtype, device))
+                      dtype=resolve_dtype(args.dtype, device), backend=args.backend)
     check_task(pipe, task)
     command = TASKS[task].command
     with process_group(world, device, INFERENCE_TIMEOUT):

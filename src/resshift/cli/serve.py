@@ -7,7 +7,7 @@ import socket
 import sys
 
 from ..errors import ResShiftError
-from ..models import DTYPES
+from ..models import BACKENDS, DTYPES
 from ..web.settings import ServeSettings
 from .arguments import int_in_range, non_negative_int, positive_float, positive_int
 
@@ -64,6 +64,9 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
                         help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                         help="auto: fp16 on CUDA, fp32 elsewhere (default)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="what runs the networks: torch (default), or onnxruntime on the CPU in fp32 (each model "
+                             "is exported to ONNX into the cache on first use; needs pip install \"resshift[onnx]\")")
     parser.set_defaults(run=run_serve)
 
 
@@ -76,7 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ResShiftError(f"`resshift serve` needs the web extra ({exc.name} is missing): "
                             "pip install \"resshift[web]\"") from exc
-    settings = ServeSettings(models=tuple(args.models or ()), device=args.device, dtype=args.dtype,
+    settings = ServeSettings(models=tuple(args.models or ()), device=args.device, dtype=args.dtype, backend=args.backend,
                              max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                              workers=args.workers, queue_size=args.queue_size)
     app = create_app(settings)

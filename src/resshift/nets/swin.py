@@ -6,8 +6,9 @@ windows) and projects back. Module and buffer names follow the official ResShift
 their ``state_dict`` loads unchanged (the point-wise layers are stored as 1x1 convolutions).
 
 Internally a stage works on channels-last tokens (B, H, W, C): the projections and the MLP are
-plain matrix products on that layout, and the cyclic shift plus window partition is one row
-gather (and its inverse one more), instead of a chain of permute/roll copies.
+plain matrix products on that layout. The cyclic shift is two slice concatenations and the window
+partition a reshape and permute, all computed from the input's shape, so that a traced graph (ONNX export)
+runs at any size that is a multiple of the window.
 
 Shifted-window mask: the official ResShift blocks do not build the mask of the original Swin
 paper (their region-label map is filled along the wrong axes of a (1, 1, H, W) tensor and its
@@ -20,8 +21,6 @@ The mask is built for the actual input size (windows in the last row share one (
 """
 
 from __future__ import annotations
-
-from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,22 +75,42 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
 def last_row_mask(window: int, shift: int) -> torch.Tensor:
     """(N, N) mask shared by every window of the last window row (the others have none)."""
     col = torch.arange(window * window) % window  # (N,) column of each token in its window
-    region = col >= window - shift if shift > 0 else torch.zeros_like(col, dtype=torch.bool)
-    differs = region[:, None] != region[None, :]  # (N, N)
-    return torch.zeros(differs.shape).masked_fill(differs, MASKED)
+    region = (col >= window - shift).float() if shift > 0 else torch.zeros(col.shape)  # 1 right of the cut
+    differs = (region[:, None] - region[None, :]).abs()  # (N, N) 1 where the two tokens' regions differ
+    # Arithmetic rather than boolean masking, which torch.compile's CPU code generator fails on.
+    return torch.where(differs > 0, MASKED, 0.0)
 
 
-def window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    """(rows, cols, N) int64: the row-major pixel index each windowed token reads.
+def cyclic_shift(t: torch.Tensor, shift: int) -> torch.Tensor:
+    """Tokens (B, H, W, C) -> a new tensor with ``out[:, i, j] = t[:, (i + shift) % H, (j + shift) % W]``.
 
-    Windows and the tokens inside them are numbered row-major, after the map has been rolled by
-    ``-shift`` along both axes (as ``torch.roll(x, (-shift, -shift), (H, W))`` would).
+    The value of ``torch.roll(t, (-shift, -shift), (1, 2))`` as two slice concatenations, which
+    are many times faster on the CPU; ``cyclic_shift(t, -shift)`` undoes ``cyclic_shift(t, shift)``.
     """
-    ys = (torch.arange(height) + shift) % height  # source row of each rolled row
-    xs = (torch.arange(width) + shift) % width
-    pixel = ys[:, None] * width + xs[None, :]  # (H, W) source pixel of each rolled position
-    pixel = pixel.view(height // window, window, width // window, window)
-    return pixel.permute(0, 2, 1, 3).reshape(height // window, width // window, window * window)
+    t = torch.cat([t[:, shift:], t[:, :shift]], dim=1)
+    return torch.cat([t[:, :, shift:], t[:, :, :shift]], dim=2)
+
+
+def to_windows(t: torch.Tensor, window: int) -> torch.Tensor:
+    """Tokens (B, H, W, C) -> windows (B, rows, cols, window * window, C), each row-major."""
+    b, h, w, c = t.shape
+    t = t.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return t.reshape(b, h // window, w // window, window * window, c)
+
+
+def from_windows(windows: torch.Tensor, window: int) -> torch.Tensor:
+    """The inverse of :func:`to_windows`: (B, rows, cols, N, C) -> a new (B, H, W, C) tensor."""
+    b, rows, cols, _, c = windows.shape
+    t = windows.view(b, rows, cols, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return t.reshape(b, rows * window, cols * window, c)
+
+
+def _window_batch(windows: torch.Tensor) -> torch.Tensor:
+    """(B, rows, cols, N, C) -> contiguous (B*rows*cols, N, C): the attention's batch of windows.
+
+    Contiguous because a strided view of a part of them gives other low-precision GEMM results.
+    """
+    return windows.flatten(0, 2).contiguous()
 
 
 def window_size_and_shift(resolution: int, window: int, shifted: bool) -> tuple[int, int]:
@@ -152,9 +171,9 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm (shifted) window attention and MLP, both residual, on tokens (B, H, W, C).
 
-    Windows are gathered so that those needing the shifted-window mask (the last window row of
-    every image) come after all the others; both groups then share one (heads, N, N) additive
-    bias each, whatever the input size and batch.
+    The windows of the last window row of every image (the only ones the shifted-window mask
+    touches) run as one attention call and all the others as another, so each call shares one
+    (heads, N, N) additive bias, whatever the input size and batch.
     """
 
     def __init__(
@@ -167,38 +186,10 @@ class SwinBlock(nn.Module):
         # (same values) for compatibility, while forward() works for any input size.
         mask = shifted_window_mask(resolution, resolution, window, shift) if shift else None
         self.register_buffer("attn_mask", mask)
-        self._cache: dict[tuple, Any] = {}
         self.norm1 = GroupNorm32(dim)
         self.attn = WindowAttention(dim, window, num_heads)
         self.norm2 = GroupNorm32(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def _cached(self, key: tuple, build: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            if len(self._cache) > 16:
-                self._cache.clear()
-            # Normal tensors even under inference_mode, so a later autograd pass can use them.
-            with torch.inference_mode(False):
-                self._cache[key] = build()
-        return self._cache[key]
-
-    def _orders(
-        self, b: int, h: int, w: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row gathers (B*H*W,) from image order to window order (masked windows last) and back."""
-
-        def build() -> tuple[torch.Tensor, torch.Tensor]:
-            order = window_order(h, w, self.window, self.shift)  # (rows, cols, N)
-            offsets = (torch.arange(b) * (h * w)).view(b, 1)  # (B, 1)
-            if self.shift:
-                plain = order[:-1].reshape(1, -1) + offsets  # (B, (rows-1)*cols*N)
-                masked = order[-1].reshape(1, -1) + offsets  # (B, cols*N)
-                forward = torch.cat([plain.reshape(-1), masked.reshape(-1)])
-            else:
-                forward = (order.reshape(1, -1) + offsets).reshape(-1)
-            return forward.to(device), torch.argsort(forward).to(device)
-
-        return self._cached(("order", b, h, w, device), build)
 
     def _biases(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(1, heads, N, N) additive biases of the unmasked and (if shifted) the masked windows.
@@ -208,32 +199,31 @@ class SwinBlock(nn.Module):
         bias = self.attn.position_bias().to(dtype).unsqueeze(0)
         if not self.shift:
             return bias, None
-        mask = self._cached(
-            ("mask", bias.device), lambda: last_row_mask(self.window, self.shift).to(bias.device)
-        )
-        return bias, bias + mask.to(dtype)
+        mask = last_row_mask(self.window, self.shift).to(device=bias.device, dtype=dtype)
+        return bias, bias + mask
 
-    def _attention(self, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Windowed tokens (B*nW, N, C), masked windows last -> attention output, same layout."""
-        plain_bias, masked_bias = self._biases(y.dtype)
+    def _attention(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windowed tokens (B, rows, cols, N, C) -> attention output, same layout."""
+        b, _, cols, n, c = windows.shape
+        plain_bias, masked_bias = self._biases(windows.dtype)
         if masked_bias is None:
-            return self.attn(y, plain_bias)
-        masked = y.shape[0] // (h // self.window)  # B * cols windows in the last rows
-        if masked == y.shape[0]:
-            return self.attn(y, masked_bias)
-        return torch.cat(
-            [self.attn(y[:-masked], plain_bias), self.attn(y[-masked:], masked_bias)]
-        )
+            return self.attn(_window_batch(windows), plain_bias).view(windows.shape)
+        # With a single window row the first call gets no windows, which costs nothing.
+        plain = self.attn(_window_batch(windows[:, :-1]), plain_bias)
+        last = self.attn(_window_batch(windows[:, -1:]), masked_bias)
+        return torch.cat([plain.view(b, -1, cols, n, c), last.view(b, 1, cols, n, c)], dim=1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
-        b, h, w, c = t.shape
+        h, w = t.shape[1:3]
         if h % self.window or w % self.window:
             raise ValueError(f"feature map {h}x{w} is not a multiple of the window {self.window}")
-        to_windows, to_image = self._orders(b, h, w, t.device)
-        y = self.norm1.tokens(t).reshape(b * h * w, c)
-        y = y.index_select(0, to_windows).view(-1, self.window * self.window, c)  # (B*nW, N, C)
-        y = self._attention(y, h, w)
-        t = y.view(b * h * w, c).index_select(0, to_image).view(b, h, w, c).add_(t)
+        y = self.norm1.tokens(t)
+        if self.shift:
+            y = cyclic_shift(y, self.shift)
+        y = from_windows(self._attention(to_windows(y, self.window)), self.window)
+        if self.shift:
+            y = cyclic_shift(y, -self.shift)
+        t = y.add_(t)
         return self.mlp(self.norm2.tokens(t)).add_(t)
 
 

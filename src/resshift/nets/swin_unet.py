@@ -215,8 +215,9 @@ class ResBlock(nn.Module):
             return out.add_(skip(x))
         b, c = out.shape[:2]
         weight = skip.weight.flatten(1).expand(b, -1, -1)  # (B, C_out, C_in)
-        out.view(b, c, -1).baddbmm_(weight, x.flatten(2))  # += W (C_out, C_in) @ x (C_in, H*W)
-        return out
+        # += W (C_out, C_in) @ x (C_in, H*W), in place; returning the in-place op's own result (not
+        # `out`) lets a traced graph (ONNX export) see the sum.
+        return out.view(b, c, -1).baddbmm_(weight, x.flatten(2)).view(out.shape)
 
 
 class ChannelAffine(nn.Module):
@@ -387,6 +388,10 @@ class SwinUNet(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.time_embed[0].weight.device
 
     def _check_inputs(
         self, x: torch.Tensor, lq: torch.Tensor | None, mask: torch.Tensor | None

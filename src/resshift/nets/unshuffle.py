@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resshift.configs import Config
@@ -42,15 +41,20 @@ class UnshuffleConfig(Config):
 
 
 class PixelUnshuffleAutoencoder(nn.Module):
-    """encode = pixel_unshuffle, decode = pixel_shuffle; exact inverses of each other."""
+    """encode = pixel_unshuffle, decode = pixel_shuffle; exact inverses of each other.
+
+    Like the VQGAN it has `encoder` and `decoder` submodules (parameter-free), which progress bars hook.
+    """
 
     def __init__(self, config: UnshuffleConfig) -> None:
         super().__init__()
         self.config = config
+        self.encoder = nn.PixelUnshuffle(config.factor)
+        self.decoder = nn.PixelShuffle(config.factor)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, 3 f^2, H/f, W/f)
-        return F.pixel_unshuffle(x, self.config.factor)
+        return self.encoder(x)
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         """`quantize` is accepted for interface parity with the VQGAN; this space has no codebook."""
-        return F.pixel_shuffle(z, self.config.factor)
+        return self.decoder(z)

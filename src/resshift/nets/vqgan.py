@@ -255,14 +255,15 @@ class Upsample(nn.Module):
         self.conv = _conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        c = self.conv.out_channels
         weight, bias = _subpixel_weight(self.conv.weight), self.conv.bias.repeat(4)
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias).contiguous()  # (B, 4C, H+1, W+1)
-        # out[n, ch, 2r + a, 2s + p] = y[n, (2a + p) * C + ch, r + a, s + p]: one strided view.
-        plane = (h + 1) * (w + 1)
-        size = (b, c, h, 2, w, 2)
-        stride = (y.stride(0), plane, w + 1, 2 * c * plane + (w + 1), 1, c * plane + 1)
-        return y.as_strided(size, stride).reshape(b, c, 2 * h, 2 * w)  # (B, C, 2H, 2W)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias)  # (B, 4C, H+1, W+1)
+        # out[n, ch, 2r + a, 2s + p] = y[n, (2a + p) * C + ch, r + a, s + p]: each phase (a, p) is a
+        # slice of y (no size arithmetic, so that a traced graph runs at any size), interleaved by two stacks.
+        crop = (slice(0, -1), slice(1, None))  # rows r + a (columns s + p) for r < H, by phase a (p)
+        phases = [[y[:, (2 * a + p) * c : (2 * a + p + 1) * c, crop[a], crop[p]] for p in (0, 1)] for a in (0, 1)]
+        out = torch.stack([torch.stack(row, dim=-1) for row in phases], dim=3)  # (B, C, H, 2, W, 2)
+        return out.flatten(4).flatten(2, 3)  # (B, C, 2H, 2W)
 
 
 class _Level(nn.Module):
@@ -365,19 +366,26 @@ def nearest_code(
 
     Squared distances are formed as |z|^2 + |e|^2 - 2 z.e (the official formula, so ties and
     rounding resolve the same way; argmin keeps the first minimum), ``chunk_size`` rows at a time.
+    A traced graph (ONNX export) cannot loop over a size it does not know yet, so when tracing
+    every row is searched at once (the graph's caller bounds the rows, e.g. by tiling).
     """
-    n_codes = codebook.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, _DISTANCE_BUDGET // n_codes)
     code_sq = codebook.pow(2).sum(1)  # (K,)
+    if chunk_size is None:
+        chunk_size = max(1, _DISTANCE_BUDGET // codebook.shape[0])
+    if torch.jit.is_tracing() or vectors.shape[0] <= chunk_size:
+        return _nearest_rows(vectors, codebook, code_sq)
     out = torch.empty(vectors.shape[0], dtype=torch.long, device=vectors.device)
     for start in range(0, vectors.shape[0], chunk_size):
-        z = vectors[start : start + chunk_size]  # (n, D)
-        # (|z|^2 + |e|^2) - 2 z.e in one GEMM; scaling by -2 is exact, so the rounding is that
-        # of the official expression (checked bit for bit on 2e5 random latents).
-        dist = torch.addmm(z.pow(2).sum(1, keepdim=True) + code_sq, z, codebook.t(), alpha=-2)  # (n, K)
-        out[start : start + chunk_size] = dist.argmin(1)
+        out[start : start + chunk_size] = _nearest_rows(vectors[start : start + chunk_size], codebook, code_sq)
     return out
+
+
+def _nearest_rows(z: torch.Tensor, codebook: torch.Tensor, code_sq: torch.Tensor) -> torch.Tensor:
+    """(n, D) vectors -> (n,) index of the nearest row of ``codebook`` (whose squared norms are ``code_sq``)."""
+    # (|z|^2 + |e|^2) - 2 z.e in one GEMM; scaling by -2 is exact, so the rounding is that of the
+    # official expression (checked bit for bit on 2e5 random latents).
+    dist = torch.addmm(z.pow(2).sum(1, keepdim=True) + code_sq, z, codebook.t(), alpha=-2)  # (n, K)
+    return dist.argmin(1)
 
 
 class VectorQuantizer(nn.Module):

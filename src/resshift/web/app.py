@@ -54,7 +54,7 @@ from ..errors import ConfigError, ResShiftError
 from ..imageio import open_header     # reads the header only, with Pillow's own bomb limit lifted
 from .. import hub
 from ..hub import BUNDLED
-from ..models import DEFAULT_MODELS, load_model, resolve_dtype
+from ..models import DEFAULT_MODELS, backend_device, load_model, resolve_dtype
 from ..pipeline import ResShiftPipeline
 from ..tasks import TASKS, inpaint_job, restore_face_job, upscale_job
 from .jobs import JobQueue, QueueFull
@@ -95,7 +95,7 @@ def load_models(settings: ServeSettings) -> dict[str, ServedModel]:
     specs = settings.models or _installed_bundled_models()
     if not specs:
         raise ConfigError(f"no --model given and no bundled model is installed; {HOW_TO_SERVE_A_MODEL}")
-    device = resolve_device(settings.device)
+    device = resolve_device(backend_device(settings.backend, settings.device))
     dtype = resolve_dtype(settings.dtype, device)
     served: dict[str, ServedModel] = {}
     for spec in specs:
@@ -108,7 +108,7 @@ def load_models(settings: ServeSettings) -> dict[str, ServedModel]:
         name = bundled.name if bundled else path.resolve().name
         if name in served:
             raise ConfigError(f"--model {spec}: a model named {name!r} is already served; rename one folder")
-        pipe = load_model(spec, device=device, dtype=dtype)
+        pipe = load_model(spec, device=device, dtype=dtype, backend=settings.backend)
         config = pipe.config
         description = bundled.description if bundled else (
             f"{TASKS[config.task].noun}, x{config.scale}, {config.schedule.num_steps} steps")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..models import BACKENDS
 
 __all__ = ["ServeSettings"]
 
@@ -21,6 +22,7 @@ class ServeSettings:
     models: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "torch"          # one of resshift.models.BACKENDS
     max_upload_mb: float = 25.0     # the whole request body: image and mask together
     max_pixels: int = 4096 * 4096
     workers: int = 1                # model calls at once
@@ -30,6 +32,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not (self.max_upload_mb > 0 and self.max_pixels >= 1 and self.workers >= 1 and self.queue_size >= 0):
             raise ConfigError("need --max-upload-mb > 0, --max-pixels >= 1, --workers >= 1 and --queue-size >= 0")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
 
     @property
     def max_body_bytes(self) -> int:

@@ -190,6 +190,26 @@ def test_bad_inputs_fail_alone_with_one_line_naming_the_file(tmp_path, upscale):
     assert sorted(p.name for p in out.iterdir()) == ["im1_out.png", "im2_out.png", "sub"]
 
 
+def test_a_full_disk_fails_each_output_alone_and_keeps_existing_ones(tmp_path, upscale, full_disk):
+    save_photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert upscale("-i", tmp_path / "in" / "im1.png", "-o", out, "--steps", "1")[0] == 0
+    kept = (out / "im1_out.png").read_bytes()
+    full_disk(after=1000)
+    code, text, err = upscale("-i", tmp_path / "in", "-o", out, "--steps", "1", "--overwrite", quiet=False)
+    assert code == 1 and "0 done, 0 skipped, 3 failed" in text
+    errors = [line for line in err.splitlines() if "No space left on device" in line]
+    assert len(errors) == 3 and "Traceback" not in err
+    for index, line in enumerate(errors, 1):
+        assert line.startswith(f"resshift upscale: error: {tmp_path / 'in' / f'im{index}.png'}: ")
+        assert f"{out / f'im{index}_out.png'}: cannot write the output" in line
+    assert sorted(p.name for p in out.iterdir()) == ["im1_out.png"] and leftovers(out) == []
+    assert (out / "im1_out.png").read_bytes() == kept                    # a failed overwrite keeps the old file
+    full_disk(None)
+    code, text, _ = upscale("-i", tmp_path / "in", "-o", out, "--steps", "1", quiet=False)
+    assert code == 0 and "2 done, 1 skipped, 0 failed" in text
+
+
 def test_output_equal_to_input_is_refused(tmp_path, upscale):
     source = save_photos(tmp_path, 1)[0]
     data = source.read_bytes()

@@ -337,34 +337,24 @@ def test_resume_is_exact_and_export_loads(hr_folder, tmp_path):
     assert ResShiftPipeline.from_pretrained(folder).unet.state_dict().keys() == pipe.unet.state_dict().keys()
 
 
-def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch):
+def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch, full_disk, caplog):
     config = tiny_config(hr_folder, "optim.total_steps=2", "run.ckpt_interval=1", "run.val_interval=0")
-    real_save = torch.save
-    calls = []
-
-    def disk_full(obj, fp, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:                      # the second save: half a file, then ENOSPC
-            fp.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return real_save(obj, fp, *args, **kwargs)
-
-    monkeypatch.setattr(ckpt.torch, "save", disk_full)
-    rows = train(config, tmp_path / "run")                             # training goes on
+    full_disk(after=4096, name="step_00000002.pt")     # the disk fills up during the second save
+    with caplog.at_level(logging.ERROR, logger="resshift.training.trainer"):
+        rows = train(config, tmp_path / "run")                         # training goes on
     assert len(losses(rows)) == 2
     good = ckpt.latest_checkpoint(tmp_path / "run")
     assert good.name == "step_00000001.pt" and ckpt.load_checkpoint(good)["step"] == 1
-    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001.pt"]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in message and "step_00000002.pt: could not save the checkpoint" in message
+    assert "No space left on device" in message and "earlier checkpoints are intact" in message
 
-    def always_full(obj, fp, *args, **kwargs):
-        fp.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", always_full)
+    full_disk(after=100, name="step_00000001.pt")
     with pytest.raises(CheckpointError, match="intact"):
         ckpt.save_checkpoint({"step": 99}, good)                      # overwriting the good file fails
     assert ckpt.load_checkpoint(good)["step"] == 1
-    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    full_disk(None)
 
     other = tiny_config(hr_folder, "model.config.unet.model_channels=64")
     with pytest.raises(CheckpointError, match="another architecture.*model_channels"):

@@ -332,3 +332,21 @@ def test_tensor_round_trip():
     assert np.array_equal(from_tensor(tensor), pixels) and np.array_equal(from_tensor(tensor[0]), pixels)
     with pytest.raises(InputError):
         to_tensor(pixels[..., :2])
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tif", ".bmp"])
+def test_a_full_disk_leaves_no_partial_output_and_the_old_file_intact(tmp_path, full_disk, ext):
+    """Every encoder's bytes pass resshift.fileio's write (none writes around it through a descriptor)."""
+    image = read_image(set14(1))
+    existing = tmp_path / f"existing{ext}"
+    existing.write_bytes(b"the user's file")
+    full_disk(after=1000)
+    for target, overwrite in ((tmp_path / f"new{ext}", False), (existing, True)):
+        with pytest.raises(InputError) as error:
+            write_image(target, image, overwrite=overwrite)
+        assert str(error.value) == f"{target}: cannot write the output (No space left on device)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing.name]
+    assert existing.read_bytes() == b"the user's file"
+    full_disk(None)
+    write_image(tmp_path / f"new{ext}", image)
+    assert read_image(tmp_path / f"new{ext}").pixels.shape == image.pixels.shape

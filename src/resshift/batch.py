@@ -3,8 +3,9 @@
 * `find_inputs`: a file, a folder (optionally recursive) or a glob -> sorted image files.
 * `plan_jobs`: input files -> (source, target) pairs; a target that would overwrite an input or
   collide with another target is refused for that file alone.
-* `run_batch`: skip finished outputs (so a killed run resumes), read, choose a tile, restore and
-  write atomically; a bad file is recorded with a one-line reason and the batch goes on. What is
+* `run_batch`: skip finished outputs (so a killed run resumes, after removing the temporary files the
+  killed run left), read, choose a tile, restore and write atomically; a bad file is recorded with a
+  one-line reason and the batch goes on. What is
   done to each image is the task's `Restore` function (`resshift.tasks`), which may return a note
   (e.g. "the mask is empty").
 * Under torchrun each rank runs `World.share(jobs)` and `gather_summaries` combines their summaries.
@@ -33,6 +34,7 @@ from . import memory
 from .color import COLOR_FIXES
 from .distributed import World, gather_objects
 from .errors import InputError, ResShiftError
+from .fileio import remove_stale_temporaries
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, is_image_name, read_image, write_image
 from .pipeline import ResShiftPipeline
 
@@ -246,6 +248,8 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: RestoreOptio
         say(message if report else f"error: {message}")
 
     for job in jobs:
+        if not job.error:
+            remove_stale_temporaries(job.target)    # a killed run's: only this process writes this target
         try:
             if job.error:
                 fail(job, job.error)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +34,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Write through `write(fp)` to a temporary file beside `path`, fsync, then rename over `path`.
 
     No reader ever sees a partial file, and on any failure (disk full, an encoder raising, Ctrl-C)
-    the temporary file is removed and an existing `path` is left as it was.
+    the temporary file is removed and an existing `path` is left as it was. Only a killed process
+    leaves its temporary file behind: `remove_stale_temporaries` clears those of a path.
     """
     path = Path(path)
     tmp = temporary_name(path, secrets.token_hex(4))
@@ -53,6 +56,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 def temporary_name(path: Path, token: str) -> Path:
     """Where `atomic_write` writes `path` first: a hidden file beside it, `.NAME.TOKEN.tmp`."""
     return path.with_name(f".{path.name}.{token}.tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Remove the temporary files of `path` that killed writers left (`.NAME.<8 hex digits>.tmp`); returns
+    how many. Call it only where no other process is writing `path` at the same time."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{8}\.tmp")     # temporary_name's, any token
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -4,8 +4,10 @@ resuming, bad inputs, tiling, and a two-rank torchrun run."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -289,6 +291,38 @@ def test_subprocess_reports_failures_without_traceback(tmp_path, tiny_model_dir)
     assert "1 done, 0 skipped, 1 failed" in result.stdout
     assert [line for line in result.stderr.splitlines() if "broken.png" in line][0].count("broken.png") == 1
     assert (tmp_path / "out" / "im1_out.png").is_file() and leftovers(tmp_path / "out") == []
+
+
+def test_sigkill_mid_batch_leaves_whole_outputs_and_the_rerun_does_the_rest(tmp_path, tiny_model_dir):
+    count = 12
+    save_photos(tmp_path / "in", count)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".keep").write_text("a user's hidden file")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resshift", "upscale", "-i", tmp_path / "in", "-o", out, "--model", tiny_model_dir,
+         "--steps", "1", "-q"], env=ONE_THREAD_ENV, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "no outputs appeared"
+        time.sleep(0.005)
+    process.kill()
+    assert process.wait(30) == -signal.SIGKILL
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 3 <= len(finished) < count, "the kill came too late to test anything"
+    for path in out.glob("*.png"):                                       # whole images only
+        with Image.open(path) as image:
+            image.load()
+    stale = out / f".im{count}_out.png.0123abcd.tmp"                    # as if killed while writing it
+    stale.write_bytes(b"\x89PNG half")
+    hidden = {p.name for p in out.iterdir() if p.name.startswith(".")}
+    assert hidden <= {".keep", stale.name} | {p.name for p in out.glob(".im*_out.png.*.tmp")}
+
+    code = main(["upscale", "-i", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_dir),
+                 "--steps", "1", "-q"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([".keep"] + [f"im{i}_out.png" for i in range(1, count + 1)])
+    assert {name: (out / name).stat().st_mtime_ns for name in finished} == finished     # not redone
 
 
 @pytest.mark.slow

@@ -340,6 +340,8 @@ def test_resume_is_exact_and_export_loads(hr_folder, tmp_path):
 def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch, full_disk, caplog):
     config = tiny_config(hr_folder, "optim.total_steps=2", "run.ckpt_interval=1", "run.val_interval=0")
     full_disk(after=4096, name="step_00000002.pt")     # the disk fills up during the second save
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / ".step_00000001.pt.0123abcd.tmp").write_bytes(b"a killed run's save")
     with caplog.at_level(logging.ERROR, logger="resshift.training.trainer"):
         rows = train(config, tmp_path / "run")                         # training goes on
     assert len(losses(rows)) == 2

@@ -12,7 +12,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps
 
-from resshift import imageio
+from resshift import fileio, imageio
 from resshift.errors import InputError
 from resshift.imageio import Image, from_tensor, read_image, to_tensor, write_image
 
@@ -350,3 +350,16 @@ def test_a_full_disk_leaves_no_partial_output_and_the_old_file_intact(tmp_path, 
     full_disk(None)
     write_image(tmp_path / f"new{ext}", image)
     assert read_image(tmp_path / f"new{ext}").pixels.shape == image.pixels.shape
+
+
+def test_only_the_stale_temporaries_of_that_output_are_removed(tmp_path):
+    target = tmp_path / "a+b (1).png"
+    stale = [tmp_path / f".{target.name}.0123abcd.tmp", tmp_path / f".{target.name}.ffffffff.tmp"]
+    kept = [target, tmp_path / f".{target.name}", tmp_path / f".{target.name}.0123abcd.tmp.x",
+            tmp_path / f".{target.name}.0123ABCD.tmp", tmp_path / ".a+b (2).png.0123abcd.tmp",
+            tmp_path / ".ab (1).png.0123abcd.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert fileio.remove_stale_temporaries(target) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert fileio.remove_stale_temporaries(tmp_path / "missing" / "a.png") == 0

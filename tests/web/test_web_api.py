@@ -10,8 +10,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -534,3 +539,72 @@ def test_serve_takes_the_key_from_the_environment_or_warns_when_insecure(model_d
     assert served[-1].config.app.state.service.settings.api_key is None
     assert main(["serve", "--api-key", "", "--model", model, "--device", "cpu"]) == 2
     assert "printable ASCII" in capsys.readouterr().err
+
+
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(model_dirs, tmp_path):
+    """`resshift serve` in a subprocess: a request whose upload is half sent when SIGTERM arrives still gets
+    its image; meanwhile the port refuses new connections; then the process exits 0 with nothing left behind."""
+    temporary = tmp_path / "server-tmp"
+    temporary.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temporary)}
+    env.pop("RESSHIFT_API_KEY", None)
+    process = subprocess.Popen([sys.executable, "-m", "resshift", "serve", "--model", str(model_dirs["tiny-x4"]),
+                                "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", first_line(process, timeout=120)).group(1))
+        body, head = multipart_upload(encode(photo()), steps="1")
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+            connection.sendall(head + body[: len(body) // 2])
+            time.sleep(0.5)                                      # the server has the request's headers
+            process.send_signal(signal.SIGTERM)
+            wait_until_refused(port, timeout=30)
+            connection.sendall(body[len(body) // 2:])
+            answer = read_to_end(connection)
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+        _, err = process.communicate()
+    status, _, payload = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), answer[:500]
+    assert Image.open(io.BytesIO(payload)).size == (4 * SIZE, 4 * SIZE)
+    assert "Traceback" not in err and list(temporary.iterdir()) == []
+
+
+def first_line(process: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "the server printed nothing"
+    line = process.stdout.readline()
+    assert line, f"the server ended: {process.stderr.read()[-2000:]}"
+    return line
+
+
+def multipart_upload(png: bytes, **fields: str) -> tuple[bytes, bytes]:
+    """(body, request head) of POST /v1/upscale with `png` as the image and `fields` as form fields."""
+    boundary = "resshift-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+             "Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n"]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+              for k, v in fields.items()]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    head = (f"POST /v1/upscale HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    return body, head
+
+
+def wait_until_refused(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "the server still accepts connections"
+        time.sleep(0.05)
+
+
+def read_to_end(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

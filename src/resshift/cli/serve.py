@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import sys
 
@@ -39,7 +40,8 @@ access:
 load and safety:
   At most --workers images are restored at once and --queue-size more requests wait; others get
   503 with a Retry-After header. Uploads over --max-upload-mb or images over --max-pixels are
-  refused before any decoding.
+  refused before any decoding. SIGTERM (or Ctrl-C) stops taking new connections, lets the requests
+  in flight finish, and exits 0 (130 for Ctrl-C).
 
 models:
   --model takes a model folder (from `resshift convert`) or a bundled model name, and may be
@@ -133,8 +135,15 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
 
 
 def _serve(server, listener: socket.socket) -> None:
-    """Run uvicorn until Ctrl-C."""
-    server.run(sockets=[listener])
+    """Run the uvicorn server until Ctrl-C or SIGTERM. On either it stops listening, lets the requests in
+    flight finish, then raises the signal again for the handler it found: SIGTERM's is made harmless here,
+    so that a stop asked for by a service manager ends with exit code 0 (Ctrl-C still ends as
+    KeyboardInterrupt, 130)."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, Sequence
 
 from .. import __version__
-from ..errors import DownloadError, ResShiftError
+from ..errors import DownloadError, ResShiftError, TrainingError
 from .benchmark import add_benchmark
 from .degrade import add_degrade
 from .evaluate import add_eval
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except DownloadError as exc:       # the request was right; the network or the disk failed it
+    except (DownloadError, TrainingError) as exc:      # the request was right; the run failed it
         print(f"resshift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ResShiftError as exc:

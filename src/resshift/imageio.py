@@ -40,6 +40,9 @@ _TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 282, 283, 296, 305, 306, 315, 33432)
 _TIFF_ICC_TAG = 34675
 _TIFF_EXTRA_SAMPLES = 338
 _PILLOW_LOCK = threading.Lock()
+# What Pillow (its format plugins and decoders) and the colour management raise for a file it cannot
+# parse or decode; UnidentifiedImageError, an OSError, is told apart first as "not an image".
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError)
 
 
 @dataclass
@@ -129,7 +132,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
                 array, bits, icc = _pillow_array(im, icc)
         if wide_channels is not None:
             array, bits = _opencv_array(path, wide_channels), 16
-    except (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InputError(f"{path}: the image data is truncated or corrupt ({exc})") from exc
     array = _UPRIGHT.get(orientation, lambda a: a)(array)
     return _to_image(array, bits, icc, exif, fmt)
@@ -196,14 +199,17 @@ def _check_readable(path: Path) -> None:
 
 @contextlib.contextmanager
 def open_header(path: Path) -> Iterator[PILImage.Image]:
-    """Open lazily (header only). Pillow's global bomb limit is lifted meanwhile: _check_size is the guard,
-    and Pillow's would refuse sizes that a user allowed with --max-pixels."""
+    """Open lazily (header only); InputError for a file that is no image or whose header is broken.
+    Pillow's global bomb limit is lifted meanwhile: _check_size is the guard, and Pillow's would refuse
+    sizes that a user allowed with --max-pixels."""
     with _PILLOW_LOCK:
         saved, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
         try:
             im = PILImage.open(path, formats=_PILLOW_FORMATS)
         except UnidentifiedImageError as exc:
             raise InputError(f"{path}: not an image, or not a {_SUPPORTED} file") from exc
+        except _DECODE_ERRORS as exc:       # a plugin recognised the format, then failed on the header
+            raise InputError(f"{path}: the image data is truncated or corrupt ({exc})") from exc
         finally:
             PILImage.MAX_IMAGE_PIXELS = saved
     with im:

@@ -608,3 +608,17 @@ def read_to_end(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+PALETTE_BMP = encode(np.asarray(Image.fromarray(photo()).convert("P")), "BMP")
+
+
+@pytest.mark.parametrize("name, data", [
+    ("cut.jpg", encode(photo(), "JPEG")[:200]),                                        # Pillow: Truncated File Read
+    ("palette.bmp", PALETTE_BMP[:46] + b"\xff\xff\xff\x0f" + PALETTE_BMP[50:]),      # Unsupported BMP Palette size
+    ("cut.webp", encode(photo(), "WEBP")[:40]),                                        # could not create decoder
+])
+def test_a_broken_header_is_400_not_500(client, name, data):
+    """Found by benchmarks/fuzz_inputs.py: Pillow's plugins raise OSError for headers they recognise and
+    cannot read, which the upload check let through as a 500."""
+    assert "truncated or corrupt" in error_of(client.post("/v1/upscale", files={"image": (name, data)}), 400)

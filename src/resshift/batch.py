@@ -38,9 +38,9 @@ from .fileio import remove_stale_temporaries
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, is_image_name, read_image, write_image
 from .pipeline import ResShiftPipeline
 
-__all__ = ["Inputs", "Job", "Restore", "RestoreOptions", "Summary", "choose_tile", "find_inputs",
-           "gather_summaries", "latent_size", "output_size", "plan_jobs", "prepare_output_folder", "process_job",
-           "resize", "run_batch"]
+__all__ = ["Inputs", "Job", "Restore", "RestoreOptions", "Summary", "check_work_size", "choose_tile", "find_inputs",
+           "gather_summaries", "latent_size", "output_size", "padded_size", "plan_jobs", "prepare_output_folder",
+           "process_job", "resize", "run_batch"]
 
 # Relative CPU cost of one tile through each network (official sizes: encode 1.85 s, one UNet step
 # 0.81 s, decode 4.13 s per 64x64 latent), so that the per-image bar's ETA is about right.
@@ -172,11 +172,28 @@ def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized[0] if array.ndim == 2 else np.stack(resized, axis=2)
 
 
+def padded_size(pipe: ResShiftPipeline, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) an input of this size is padded to for the networks."""
+    multiple = pipe.input_multiple
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
 def latent_size(pipe: ResShiftPipeline, height: int, width: int) -> tuple[int, int]:
     """The latent grid an input of this size runs on (after padding)."""
-    multiple = pipe.input_multiple
     cond_scale = pipe.config.autoencoder.downsample_factor // pipe.config.scale
-    return -(-height // multiple) * multiple // cond_scale, -(-width // multiple) * multiple // cond_scale
+    padded_height, padded_width = padded_size(pipe, height, width)
+    return padded_height // cond_scale, padded_width // cond_scale
+
+
+def check_work_size(pipe: ResShiftPipeline, source: Path, height: int, width: int, max_pixels: Optional[int]) -> None:
+    """InputError when the padded input the networks see is over `max_pixels`: a strip one pixel high
+    costs as much as one a whole padding multiple high (64 pixels for the official models)."""
+    padded_height, padded_width = padded_size(pipe, height, width)
+    work = padded_height * padded_width
+    if max_pixels is not None and work > max_pixels:
+        raise InputError(f"{source}: {width}x{height} is padded to {padded_width}x{padded_height} = {work} pixels "
+                         f"for the networks, over the limit of {max_pixels}; pass --max-pixels {work} (or more) "
+                         "to process it")
 
 
 def choose_tile(pipe: ResShiftPipeline, height: int, width: int, scale: float,
@@ -280,6 +297,7 @@ def process_job(pipe: ResShiftPipeline, job: Job, options: RestoreOptions,
     prepare_output_folder(job.target.parent)
     image = read_image(job.source, max_pixels=options.max_pixels)
     height, width = image.pixels.shape[:2]
+    check_work_size(pipe, job.source, height, width, options.max_pixels)
     scale = options.outscale or pipe.config.scale
     available = memory.available_memory(pipe.device)
     tile = options.tile or None                                          # 0: untiled

@@ -352,3 +352,17 @@ def test_auto_tile_follows_free_memory(tmp_path, upscale, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 2**16)
     code, _, err = upscale("-i", tmp_path / "in", "-o", tmp_path / "out")
     assert code == 1 and "GiB is free" in err and "im1.png" in err
+
+
+def test_max_pixels_also_bounds_the_padded_input(tmp_path, upscale, tiny_model_dir):
+    """Found by benchmarks/fuzz_inputs.py: a 65535x1 strip passed --max-pixels 65536 but the networks saw
+    it padded to 65536x16, and it took minutes."""
+    Image.fromarray(np.zeros((1, 4000, 3), np.uint8)).save(tmp_path / "strip.png")
+    photo(1, (40, 30)).save(tmp_path / "photo.png")
+    code, _, err = upscale("-i", tmp_path / "strip.png", "-o", tmp_path / "out", "--max-pixels", "8000")
+    assert code == 1 and "strip.png: 4000x1 is padded to 4000x16 = 64000 pixels for the networks" in err
+    assert "--max-pixels 64000" in err and len(err.strip().splitlines()) == 3      # the line, "failed:", the file
+    code, _, err = upscale("-i", tmp_path / "photo.png", "-o", tmp_path / "out", "--max-pixels", "1200",
+                           "--steps", "1")
+    assert code == 1 and "40x30 is padded to 48x32 = 1536 pixels" in err
+    assert upscale("-i", tmp_path / "photo.png", "-o", tmp_path / "out", "--max-pixels", "1536", "--steps", "1")[0] == 0

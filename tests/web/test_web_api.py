@@ -211,6 +211,7 @@ TRUNCATED = encode(photo())[:300]
     ("/v1/upscale", {"image": ("empty.png", b"")}, {}, 400, "not an image"),
     ("/v1/upscale", {"image": ("cut.png", TRUNCATED)}, {}, 400, "truncated"),
     ("/v1/upscale", {"image": ("big.png", encode(photo(64, 64)))}, {}, 413, "over this server's limit"),
+    ("/v1/upscale", {"image": ("strip.png", encode(photo(2300, 1)))}, {}, 400, "padded to 2304x16 = 36864 pixels"),
     ("/v1/upscale", {}, {}, 422, "image is required"),
     ("/v1/upscale", {}, {"image": "not a file"}, 422, "image is required, as a file"),
     ("/v1/upscale", IMAGE, {"colour": "red"}, 422, "unknown option 'colour'"),

@@ -78,7 +78,8 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-upload-mb", type=positive_float, default=ServeSettings.max_upload_mb,
                         help=f"largest request, image and mask together (default: {ServeSettings.max_upload_mb:g})")
     parser.add_argument("--max-pixels", type=positive_int, default=ServeSettings.max_pixels,
-                        help=f"largest image in pixels (default: {ServeSettings.max_pixels})")
+                        help="largest image in pixels, as sent and as padded for the networks "
+                             f"(default: {ServeSettings.max_pixels})")
     parser.add_argument("--workers", type=positive_int, default=ServeSettings.workers,
                         help="images restored at once; each holds a model's working memory (default: 1)")
     parser.add_argument("--queue-size", type=non_negative_int, default=ServeSettings.queue_size,

@@ -7,9 +7,11 @@ Pillow decodes and encodes everything except 16-bit colour and 16-bit grey+alpha
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +45,24 @@ _PILLOW_LOCK = threading.Lock()
 # What Pillow (its format plugins and decoders) and the colour management raise for a file it cannot
 # parse or decode; UnidentifiedImageError, an OSError, is told apart first as "not an image".
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError)
+
+
+def _quiet_libtiff() -> None:
+    """libtiff prints its decoding errors and warnings on stderr itself ("ZIPDecode: Decoding error ..."),
+    besides the error that Pillow raises and read_image reports as one line naming the file: turn the
+    printing off in the copy of libtiff that Pillow loaded. Linux only (found in /proc/self/maps)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    for path in sorted(set(re.findall(r"\s(/\S*/libtiff[^/\s]*\.so[^/\s]*)$", maps, re.MULTILINE))):
+        with contextlib.suppress(OSError, AttributeError):
+            library = ctypes.CDLL(path)
+            library.TIFFSetErrorHandler(None)
+            library.TIFFSetWarningHandler(None)
+
+
+_quiet_libtiff()
 
 
 @dataclass

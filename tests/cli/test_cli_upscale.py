@@ -3,6 +3,7 @@ resuming, bad inputs, tiling, and a two-rank torchrun run."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -366,3 +367,27 @@ def test_max_pixels_also_bounds_the_padded_input(tmp_path, upscale, tiny_model_d
                            "--steps", "1")
     assert code == 1 and "40x30 is padded to 48x32 = 1536 pixels" in err
     assert upscale("-i", tmp_path / "photo.png", "-o", tmp_path / "out", "--max-pixels", "1536", "--steps", "1")[0] == 0
+
+
+def test_a_corrupt_tiff_is_one_line_without_libtiff_or_pillow_chatter(tmp_path, tiny_model_dir, capfd, recwarn):
+    """Found by benchmarks/fuzz_inputs.py: libtiff printed its own decoding errors on stderr ("ZIPDecode:
+    Decoding error ...") beside resshift's one line, and Pillow its warnings about broken tags."""
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)     # 3 kB of deflate data
+    Image.fromarray(noise).save(buffer, "TIFF", compression="tiff_deflate")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = bytearray(buffer.getvalue())
+    data[300:340] = bytes(40)                                   # inside the deflate stream
+    (folder / "zip.tif").write_bytes(bytes(data))
+    data = bytearray(buffer.getvalue())
+    ifd = int.from_bytes(data[4:8], "little")
+    data[ifd + 2 + 24 + 8: ifd + 2 + 24 + 12] = (2**31).to_bytes(4, "little")   # BitsPerSample: off the file
+    (folder / "tags.tif").write_bytes(bytes(data))
+    code = main(["upscale", "-i", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), "-q"])
+    lines = capfd.readouterr().err.splitlines()
+    assert code == 1 and len(lines) == 5, lines
+    assert lines[0].startswith(f"resshift upscale: error: {folder / 'tags.tif'}: not an image")
+    assert lines[1].startswith(f"resshift upscale: error: {folder / 'zip.tif'}: the image data is truncated")
+    assert lines[2:] == ["failed:", f"  {folder / 'tags.tif'}", f"  {folder / 'zip.tif'}"]
+    assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from .. import __version__
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Pillow's complaints about a file's metadata (a tag off the file, corrupt EXIF): a file it cannot read
+    # is one error line from resshift, and one it reads is fine.
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
         return args.run(args)
     except (DownloadError, TrainingError) as exc:      # the request was right; the run failed it

@@ -35,7 +35,8 @@ from .color import COLOR_FIXES
 from .distributed import World, gather_objects
 from .errors import InputError, ResShiftError
 from .fileio import remove_stale_temporaries
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, is_image_name, read_image, write_image
+from .imageio import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, check_output_size, is_image_name, read_image,
+                      write_image)
 from .pipeline import ResShiftPipeline
 
 __all__ = ["Inputs", "Job", "Restore", "RestoreOptions", "Summary", "check_work_size", "choose_tile", "find_inputs",
@@ -299,6 +300,7 @@ def process_job(pipe: ResShiftPipeline, job: Job, options: RestoreOptions,
     height, width = image.pixels.shape[:2]
     check_work_size(pipe, job.source, height, width, options.max_pixels)
     scale = options.outscale or pipe.config.scale
+    check_output_size(job.target, *output_size(height, width, scale)[::-1])     # before the work, not after
     available = memory.available_memory(pipe.device)
     tile = options.tile or None                                          # 0: untiled
     if options.tile is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import io
 import logging
 import os
@@ -28,8 +29,8 @@ from PIL import Image as PILImage
 from resshift.errors import InputError
 from resshift.fileio import atomic_write
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "from_tensor", "is_image_name", "list_image_files",
-           "read_image", "to_tensor", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "check_output_size", "from_tensor", "is_image_name",
+           "list_image_files", "read_image", "to_tensor", "write_image"]
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,21 @@ class _Format:
     alpha: bool
     wide: bool  # can hold 16 bits per sample
     metadata: bool  # can hold ICC and EXIF
+    max_side: int  # the largest width or height it can hold
 
 
 _FORMATS = {
-    ".png": _Format("PNG", alpha=True, wide=True, metadata=True),
-    ".jpg": _Format("JPEG", alpha=False, wide=False, metadata=True),
-    ".jpeg": _Format("JPEG", alpha=False, wide=False, metadata=True),
-    ".webp": _Format("WEBP", alpha=True, wide=False, metadata=True),
-    ".tif": _Format("TIFF", alpha=True, wide=True, metadata=True),
-    ".tiff": _Format("TIFF", alpha=True, wide=True, metadata=True),
+    ".png": _Format("PNG", alpha=True, wide=True, metadata=True, max_side=2**31 - 1),
+    ".jpg": _Format("JPEG", alpha=False, wide=False, metadata=True, max_side=65500),
+    ".jpeg": _Format("JPEG", alpha=False, wide=False, metadata=True, max_side=65500),
+    ".webp": _Format("WEBP", alpha=True, wide=False, metadata=True, max_side=16383),
+    ".tif": _Format("TIFF", alpha=True, wide=True, metadata=True, max_side=2**32 - 1),
+    ".tiff": _Format("TIFF", alpha=True, wide=True, metadata=True, max_side=2**32 - 1),
     # Pillow writes BMP alpha but reads it back without, so BMP output is treated as opaque.
-    ".bmp": _Format("BMP", alpha=False, wide=False, metadata=False),
+    ".bmp": _Format("BMP", alpha=False, wide=False, metadata=False, max_side=2**31 - 1),
 }
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
+_JPEG_MAX_EXIF = 65533  # bytes, "Exif\0\0" included: what one APP1 segment holds
 # Grey from RGB, as Pillow's convert('L'): exact for pixels whose three channels are equal.
 BT601_LUMA = (0.299, 0.587, 0.114)
 # The file extensions every command takes as images (and writes).
@@ -178,10 +181,21 @@ def write_image(path: str | os.PathLike, image: Image, *, overwrite: bool = Fals
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; use --overwrite to replace it")
     array = _output_array(path, image, fmt)
+    check_output_size(path, array.shape[1], array.shape[0])
+    image = _without_unfitting_exif(path, image, fmt)
     try:
         atomic_write(path, lambda fp: _encode(fp, array, image, fmt, quality))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the output ({exc.strerror or exc})") from exc
+    except (OSError, ValueError) as exc:      # the disk, or an encoder refusing what it was given
+        raise InputError(f"{path}: cannot write the output ({getattr(exc, 'strerror', None) or exc})") from exc
+
+
+def check_output_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """InputError when the format that `path`'s extension names cannot hold a width x height image
+    (JPEG: 65500 pixels per side, WebP: 16383), so that a batch learns it before restoring the image."""
+    fmt = _FORMATS.get(Path(path).suffix.lower())
+    if fmt is not None and max(width, height) > fmt.max_side:
+        raise InputError(f"{path}: a {width}x{height} result is over {fmt.name}'s limit of {fmt.max_side} pixels "
+                         "per side; write PNG or TIFF instead (--ext png), or scale less")
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -337,6 +351,15 @@ def _output_array(path: Path, image: Image, fmt: _Format) -> np.ndarray:
     samples = colour if alpha is None else np.concatenate([colour, alpha[..., None]], axis=2)
     top = 65535 if image.bit_depth == 16 and fmt.wide else 255
     return np.round(np.clip(samples, 0, 1) * top).astype(np.uint16 if top == 65535 else np.uint8)
+
+
+def _without_unfitting_exif(path: Path, image: Image, fmt: _Format) -> Image:
+    """`image`, without its EXIF when the output format cannot hold that much (JPEG: one 64 kB segment)."""
+    if fmt.name != "JPEG" or image.exif is None or len(image.exif) <= _JPEG_MAX_EXIF:
+        return image
+    log.warning("%s: the source's EXIF data (%d bytes) does not fit in a JPEG; written without it", path,
+                len(image.exif))
+    return dataclasses.replace(image, exif=None)
 
 
 def _encode(fp: BinaryIO, array: np.ndarray, image: Image, fmt: _Format, quality: int) -> None:

@@ -391,3 +391,13 @@ def test_a_corrupt_tiff_is_one_line_without_libtiff_or_pillow_chatter(tmp_path, 
     assert lines[1].startswith(f"resshift upscale: error: {folder / 'zip.tif'}: the image data is truncated")
     assert lines[2:] == ["failed:", f"  {folder / 'tags.tif'}", f"  {folder / 'zip.tif'}"]
     assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
+
+
+def test_a_result_too_wide_for_its_format_fails_before_the_model_runs(tmp_path, upscale, monkeypatch):
+    """A 4100x1 WebP at x4 would be 16400 wide, over WebP's 16383: refused at once, naming the file."""
+    Image.fromarray(np.zeros((1, 4100, 3), np.uint8)).save(tmp_path / "strip.webp", lossless=True)
+    monkeypatch.setattr("resshift.tasks.restore_image", lambda *args, **kwargs: pytest.fail("the model ran"))
+    code, _, err = upscale("-i", tmp_path / "strip.webp", "-o", tmp_path / "out", "--max-pixels", "100000")
+    assert code == 1 and err.count("\n") == 3, err
+    assert "strip.webp: " in err and "a 16400x4 result is over WEBP's limit of 16383 pixels per side" in err
+    assert "--ext png" in err and list((tmp_path / "out").iterdir()) == []

@@ -1,5 +1,6 @@
 """Reading and writing real photos: bit depths, alpha, grey, orientation, metadata, errors, atomic writes."""
 
+import logging
 import os
 import struct
 import zlib
@@ -363,3 +364,30 @@ def test_only_the_stale_temporaries_of_that_output_are_removed(tmp_path):
     assert fileio.remove_stale_temporaries(target) == 2
     assert sorted(tmp_path.iterdir()) == sorted(kept)
     assert fileio.remove_stale_temporaries(tmp_path / "missing" / "a.png") == 0
+
+
+@pytest.mark.parametrize("ext, width, limit", [(".jpg", 65501, 65500), (".webp", 16384, 16383)])
+def test_an_output_too_wide_for_its_format_is_an_input_error(tmp_path, ext, width, limit):
+    """Found with the input fuzzer's wide strips: WebP's encoder raised ValueError (a traceback in the CLI,
+    a 500 in the API) and libjpeg printed its own line before a 'broken data stream' error."""
+    image = Image(np.zeros((1, width, 3), np.float32))
+    with pytest.raises(InputError, match=rf"a {width}x1 result is over .*'s limit of {limit} pixels per side"):
+        write_image(tmp_path / f"wide{ext}", image)
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "wide.png", image)
+
+
+def test_exif_too_long_for_a_jpeg_is_dropped_with_a_warning(tmp_path, caplog):
+    """Found by the input fuzzer's metadata cases: a PNG's 70 kB EXIF made the JPEG encoder raise ValueError."""
+    exif = PILImage.Exif()
+    exif[0x010E] = "x" * 70000                                           # ImageDescription
+    PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "long.png", exif=exif)
+    image = read_image(tmp_path / "long.png")
+    assert len(image.exif) > 65533
+    with caplog.at_level(logging.WARNING, logger="resshift.imageio"):
+        write_image(tmp_path / "long.jpg", image)
+    assert "does not fit in a JPEG; written without it" in caplog.text
+    with PILImage.open(tmp_path / "long.jpg") as written:
+        assert written.size == (8, 8) and not written.getexif()
+    write_image(tmp_path / "long.webp", image)                          # WebP holds it
+    assert read_image(tmp_path / "long.webp").exif == image.exif

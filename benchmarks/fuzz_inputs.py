@@ -466,8 +466,11 @@ def run_case(case: Case, folder: Path, model: Path, client) -> list[Outcome]:
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_bytes(case.data)
     output = folder / "out" / case.name.replace(".", "_")     # a folder: a name with an image extension is a file
-    return [measured(case, "cli", lambda: run_cli(source, output, model)),
-            measured(case, "api", lambda: run_api(client, case, source))]
+    outcomes = [measured(case, "cli", lambda: run_cli(source, output, model)),
+                measured(case, "api", lambda: run_api(client, case, source))]
+    for outcome in outcomes:
+        outcome.detail = outcome.detail.replace(f"{folder}{os.sep}", "")
+    return outcomes
 
 
 # ------------------------------------------------------------------------------------ the runner
@@ -588,10 +591,13 @@ def run_corpus(seed: int, variants: int, results: Path) -> int:
     table = summary_table(outcomes)
     print(table)
     failures = [asdict(o) for o in outcomes if not o.ok]
+    per_case: dict[str, dict[str, str]] = {}
+    for o in outcomes:
+        per_case.setdefault(o.case, {"kind": o.kind})[o.path] = o.outcome
     atomic_write_json(results, {
         "seed": seed, "variants": variants, "cases": len(cases), "max_pixels": MAX_PIXELS,
         "seconds_limit": SECONDS_LIMIT, "rss_limit": RSS_LIMIT, "wall_seconds": round(time.perf_counter() - start, 1),
-        "summary": table.splitlines(), "failures": failures, "outcomes": [asdict(o) for o in outcomes]})
+        "summary": table.splitlines(), "failures": failures, "outcomes": per_case})
     print(f"{len(cases)} cases, {len(failures)} failed path runs; wrote {results}")
     return 1 if failures else 0
 

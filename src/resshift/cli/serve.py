@@ -84,6 +84,9 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
                         help="images restored at once; each holds a model's working memory (default: 1)")
     parser.add_argument("--queue-size", type=non_negative_int, default=ServeSettings.queue_size,
                         help=f"requests that may wait for a worker; more get 503 (default: {ServeSettings.queue_size})")
+    parser.add_argument("--read-timeout", type=positive_float, default=ServeSettings.read_timeout, metavar="SECONDS",
+                        help="an upload that sends nothing for this long is answered 408 and dropped "
+                             f"(default: {ServeSettings.read_timeout:g})")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
@@ -103,7 +106,8 @@ def run_serve(args: argparse.Namespace) -> int:
     check_exposure(args.host, args.api_key, args.insecure)
     settings = ServeSettings(models=tuple(args.models or ()), device=args.device, dtype=args.dtype,
                              max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-                             workers=args.workers, queue_size=args.queue_size, api_key=args.api_key,
+                             workers=args.workers, queue_size=args.queue_size, read_timeout=args.read_timeout,
+                             api_key=args.api_key,
                              cors_origins=tuple(args.cors_origins))
     app = create_app(settings)
     listener = _listen(args.host, args.port)

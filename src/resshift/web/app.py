@@ -13,9 +13,10 @@
 Options are further form fields (see the form classes or /openapi.json); the answer is the image
 itself (PNG unless `format` says otherwise) with a download name and `X-Elapsed-Seconds`.
 
-Every error is JSON `{"error": "<one sentence>"}`: 400 a bad image or mask, 404 an unknown model,
-409 no model of that task loaded, 413 an upload or image too large, 422 an unknown option or a bad
-value, 503 with Retry-After when the job queue is full, and 500 "internal error" (logged) for a bug.
+Every error is JSON `{"error": "<one sentence>"}`: 400 a bad image or mask, 401 a missing or wrong API
+key, 404 an unknown model, 408 an upload that stalled, 409 no model of that task loaded, 413 an upload or
+image too large, 422 an unknown option or a bad value, 503 with Retry-After when the job queue is full,
+and 500 "internal error" (logged) for a bug.
 
 Safety: with an API key (`--api-key`) every /v1 request must carry `Authorization: Bearer KEY`, else it
 is answered 401 before its body is read; the page and /healthz stay open. Cross-origin pages may call
@@ -27,6 +28,7 @@ Model calls go through `jobs.JobQueue`, so at most `workers` run at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
@@ -371,7 +373,9 @@ def _upload_too_large(settings: ServeSettings) -> str:
 
 class UploadLimit:
     """Refuse request bodies over the limit with a JSON 413 before they are read in full: at once when
-    Content-Length is over it, else as soon as the bytes received pass it (a chunked body).
+    Content-Length is over it, else as soon as the bytes received pass it (a chunked body). A body that
+    stalls, no bytes for `read_timeout` seconds, is answered 408 and its connection closed, so that a
+    slow or stuck client cannot hold a connection and its spooled upload for ever.
 
     (FastAPI's own `max_body_size` answers plain text whenever Content-Length is over the limit.)
     """
@@ -393,7 +397,10 @@ class UploadLimit:
 
         async def counted_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.settings.read_timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload stalled: no data for {self.settings.read_timeout:g} s") from None
             received += len(message.get("body", b""))
             if received > limit:
                 raise HTTPException(413)     # inside the form parsing: the handlers answer it

@@ -30,13 +30,16 @@ class ServeSettings:
     max_pixels: int = 4096 * 4096
     workers: int = 1                # model calls at once
     queue_size: int = 8             # requests that may wait for a worker
+    read_timeout: float = 30.0      # seconds an upload may go without sending a byte
     static_dir: Path = STATIC_DIR
     api_key: Optional[str] = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not (self.max_upload_mb > 0 and self.max_pixels >= 1 and self.workers >= 1 and self.queue_size >= 0):
-            raise ConfigError("need --max-upload-mb > 0, --max-pixels >= 1, --workers >= 1 and --queue-size >= 0")
+        if not (self.max_upload_mb > 0 and self.max_pixels >= 1 and self.workers >= 1 and self.queue_size >= 0
+                and self.read_timeout > 0):
+            raise ConfigError("need --max-upload-mb > 0, --max-pixels >= 1, --workers >= 1, --queue-size >= 0 and "
+                              "--read-timeout > 0")
         key = self.api_key
         if key is not None and not (key and key.isascii() and key.isprintable() and " " not in key):
             raise ConfigError("--api-key (or RESSHIFT_API_KEY) must be printable ASCII without spaces, e.g. "

@@ -320,7 +320,7 @@ def test_openapi_lists_the_routes_and_their_fields(client):
     form = upscale["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
     fields = schema["components"]["schemas"][form]["properties"]
     assert {"image", "model", "scale", "steps", "seed", "tile", "color_fix", "format"} == set(fields)
-    assert {"200", "400", "404", "409", "413", "422", "503"} <= set(upscale["responses"])
+    assert {"200", "400", "404", "408", "409", "413", "422", "503"} <= set(upscale["responses"])
 
 
 @pytest.mark.parametrize("filename, stem", [("photo.jpg", "photo"), ("../../etc/passwd", "passwd"),

@@ -304,9 +304,9 @@ IMAGE_ROUTE = {
     "response_class": Response,
     "responses": {200: {"description": "the restored image", "content": {t: {} for t in OUTPUT_FORMATS.values()}},
                   **{status: {"model": ErrorBody, "description": description} for status, description in (
-                      (400, "bad image or mask"), (404, "unknown model"), (409, "no model for this task loaded"),
-                      (413, "upload or image too large"), (422, "unknown option or bad value"),
-                      (503, "queue full; see Retry-After"))}},
+                      (400, "bad image or mask"), (404, "unknown model"), (408, "the upload stalled"),
+                      (409, "no model for this task loaded"), (413, "upload or image too large"),
+                      (422, "unknown option or bad value"), (503, "queue full; see Retry-After"))}},
 }
 
 

@@ -300,7 +300,8 @@ def process_job(pipe: ResShiftPipeline, job: Job, options: RestoreOptions,
     height, width = image.pixels.shape[:2]
     check_work_size(pipe, job.source, height, width, options.max_pixels)
     scale = options.outscale or pipe.config.scale
-    check_output_size(job.target, *output_size(height, width, scale)[::-1])     # before the work, not after
+    out_height, out_width = output_size(height, width, scale)
+    check_output_size(job.target, out_width, out_height)                 # before the work, not after it
     available = memory.available_memory(pipe.device)
     tile = options.tile or None                                          # 0: untiled
     if options.tile is None:

@@ -1,9 +1,17 @@
-"""Shared test helpers: a tiny random-weight ResShift model, as a config and as a saved folder."""
+"""Shared test helpers: a tiny random-weight ResShift model, as a config and as a saved folder; a disk
+that fills up."""
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+from typing import Optional
+
 import pytest
 import torch
+
+from resshift import fileio
 
 from resshift.nets.swin_unet import SwinUNetConfig
 from resshift.nets.vqgan import VQGANConfig
@@ -40,3 +48,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """`full_disk(after, name="")`: from then on, every atomic output (resshift.fileio) whose file name contains
+    `name` takes `after` bytes and then fails with ENOSPC, as on a full disk: the bytes that fit are written,
+    then the low-level write raises. `full_disk(None)` frees the disk again."""
+    real_write = fileio._Output.write
+
+    def fill(after: Optional[int], name: str = "") -> None:
+        def write(output: fileio._Output, data) -> int:
+            if after is None or name not in Path(output.name).name:
+                return real_write(output, data)
+            room = after - getattr(output, "bytes_written", 0)
+            if room >= len(data):
+                output.bytes_written = getattr(output, "bytes_written", 0) + len(data)
+                return real_write(output, data)
+            if room > 0:
+                output.bytes_written = after
+                real_write(output, memoryview(data)[:room])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(fileio._Output, "write", write)
+
+    return fill

@@ -3,8 +3,9 @@
 * `find_inputs`: a file, a folder (optionally recursive) or a glob -> sorted image files.
 * `plan_jobs`: input files -> (source, target) pairs; a target that would overwrite an input or
   collide with another target is refused for that file alone.
-* `run_batch`: skip finished outputs (so a killed run resumes), read, choose a tile, restore and
-  write atomically; a bad file is recorded with a one-line reason and the batch goes on. What is
+* `run_batch`: skip finished outputs (so a killed run resumes, after removing the temporary files the
+  killed run left), read, choose a tile, restore and write atomically; a bad file is recorded with a
+  one-line reason and the batch goes on. What is
   done to each image is the task's `Restore` function (`resshift.tasks`), which may return a note
   (e.g. "the mask is empty").
 * Under torchrun each rank runs `World.share(jobs)` and `gather_summaries` combines their summaries.
@@ -33,12 +34,14 @@ from . import memory
 from .color import COLOR_FIXES
 from .distributed import World, gather_objects
 from .errors import InputError, ResShiftError
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, is_image_name, read_image, write_image
+from .fileio import remove_stale_temporaries
+from .imageio import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, check_output_size, is_image_name, read_image,
+                      write_image)
 from .pipeline import ResShiftPipeline
 
-__all__ = ["Inputs", "Job", "Restore", "RestoreOptions", "Summary", "choose_tile", "find_inputs",
-           "gather_summaries", "latent_size", "output_size", "plan_jobs", "prepare_output_folder", "process_job",
-           "resize", "run_batch"]
+__all__ = ["Inputs", "Job", "Restore", "RestoreOptions", "Summary", "check_work_size", "choose_tile", "find_inputs",
+           "gather_summaries", "latent_size", "output_size", "padded_size", "plan_jobs", "prepare_output_folder",
+           "process_job", "resize", "run_batch"]
 
 # Relative CPU cost of one tile through each network (official sizes: encode 1.85 s, one UNet step
 # 0.81 s, decode 4.13 s per 64x64 latent), so that the per-image bar's ETA is about right.
@@ -170,11 +173,28 @@ def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized[0] if array.ndim == 2 else np.stack(resized, axis=2)
 
 
+def padded_size(pipe: ResShiftPipeline, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) an input of this size is padded to for the networks."""
+    multiple = pipe.input_multiple
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
 def latent_size(pipe: ResShiftPipeline, height: int, width: int) -> tuple[int, int]:
     """The latent grid an input of this size runs on (after padding)."""
-    multiple = pipe.input_multiple
     cond_scale = pipe.config.autoencoder.downsample_factor // pipe.config.scale
-    return -(-height // multiple) * multiple // cond_scale, -(-width // multiple) * multiple // cond_scale
+    padded_height, padded_width = padded_size(pipe, height, width)
+    return padded_height // cond_scale, padded_width // cond_scale
+
+
+def check_work_size(pipe: ResShiftPipeline, source: Path, height: int, width: int, max_pixels: Optional[int]) -> None:
+    """InputError when the padded input the networks see is over `max_pixels`: a strip one pixel high
+    costs as much as one a whole padding multiple high (64 pixels for the official models)."""
+    padded_height, padded_width = padded_size(pipe, height, width)
+    work = padded_height * padded_width
+    if max_pixels is not None and work > max_pixels:
+        raise InputError(f"{source}: {width}x{height} is padded to {padded_width}x{padded_height} = {work} pixels "
+                         f"for the networks, over the limit of {max_pixels}; pass --max-pixels {work} (or more) "
+                         "to process it")
 
 
 def choose_tile(pipe: ResShiftPipeline, height: int, width: int, scale: float,
@@ -246,6 +266,8 @@ def run_batch(pipe: ResShiftPipeline, jobs: Sequence[Job], options: RestoreOptio
         say(message if report else f"error: {message}")
 
     for job in jobs:
+        if not job.error:
+            remove_stale_temporaries(job.target)    # a killed run's: only this process writes this target
         try:
             if job.error:
                 fail(job, job.error)
@@ -276,7 +298,10 @@ def process_job(pipe: ResShiftPipeline, job: Job, options: RestoreOptions,
     prepare_output_folder(job.target.parent)
     image = read_image(job.source, max_pixels=options.max_pixels)
     height, width = image.pixels.shape[:2]
+    check_work_size(pipe, job.source, height, width, options.max_pixels)
     scale = options.outscale or pipe.config.scale
+    out_height, out_width = output_size(height, width, scale)
+    check_output_size(job.target, out_width, out_height)                 # before the work, not after it
     available = memory.available_memory(pipe.device)
     tile = options.tile or None                                          # 0: untiled
     if options.tile is None:

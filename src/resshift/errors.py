@@ -24,3 +24,7 @@ class DownloadError(ResShiftError):
 
 class OfflineError(DownloadError):
     """An official model is needed but cannot be downloaded here (RESSHIFT_OFFLINE=1, or no network)."""
+
+
+class TrainingError(ResShiftError):
+    """Training cannot go on as configured: the loss became NaN or infinite."""

@@ -7,9 +7,12 @@ Pillow decodes and encodes everything except 16-bit colour and 16-bit grey+alpha
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import dataclasses
 import io
 import logging
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,8 +29,8 @@ from PIL import Image as PILImage
 from resshift.errors import InputError
 from resshift.fileio import atomic_write
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "from_tensor", "is_image_name", "list_image_files",
-           "read_image", "to_tensor", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "check_output_size", "from_tensor", "is_image_name",
+           "list_image_files", "read_image", "to_tensor", "write_image"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,27 @@ _TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 282, 283, 296, 305, 306, 315, 33432)
 _TIFF_ICC_TAG = 34675
 _TIFF_EXTRA_SAMPLES = 338
 _PILLOW_LOCK = threading.Lock()
+# What Pillow (its format plugins and decoders) and the colour management raise for a file it cannot
+# parse or decode; UnidentifiedImageError, an OSError, is told apart first as "not an image".
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError)
+
+
+def _quiet_libtiff() -> None:
+    """libtiff prints its decoding errors and warnings on stderr itself ("ZIPDecode: Decoding error ..."),
+    besides the error that Pillow raises and read_image reports as one line naming the file: turn the
+    printing off in the copy of libtiff that Pillow loaded. Linux only (found in /proc/self/maps)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    for path in sorted(set(re.findall(r"\s(/\S*/libtiff[^/\s]*\.so[^/\s]*)$", maps, re.MULTILINE))):
+        with contextlib.suppress(OSError, AttributeError):
+            library = ctypes.CDLL(path)
+            library.TIFFSetErrorHandler(None)
+            library.TIFFSetWarningHandler(None)
+
+
+_quiet_libtiff()
 
 
 @dataclass
@@ -61,19 +85,21 @@ class _Format:
     alpha: bool
     wide: bool  # can hold 16 bits per sample
     metadata: bool  # can hold ICC and EXIF
+    max_side: int  # the largest width or height it can hold
 
 
 _FORMATS = {
-    ".png": _Format("PNG", alpha=True, wide=True, metadata=True),
-    ".jpg": _Format("JPEG", alpha=False, wide=False, metadata=True),
-    ".jpeg": _Format("JPEG", alpha=False, wide=False, metadata=True),
-    ".webp": _Format("WEBP", alpha=True, wide=False, metadata=True),
-    ".tif": _Format("TIFF", alpha=True, wide=True, metadata=True),
-    ".tiff": _Format("TIFF", alpha=True, wide=True, metadata=True),
+    ".png": _Format("PNG", alpha=True, wide=True, metadata=True, max_side=2**31 - 1),
+    ".jpg": _Format("JPEG", alpha=False, wide=False, metadata=True, max_side=65500),
+    ".jpeg": _Format("JPEG", alpha=False, wide=False, metadata=True, max_side=65500),
+    ".webp": _Format("WEBP", alpha=True, wide=False, metadata=True, max_side=16383),
+    ".tif": _Format("TIFF", alpha=True, wide=True, metadata=True, max_side=2**32 - 1),
+    ".tiff": _Format("TIFF", alpha=True, wide=True, metadata=True, max_side=2**32 - 1),
     # Pillow writes BMP alpha but reads it back without, so BMP output is treated as opaque.
-    ".bmp": _Format("BMP", alpha=False, wide=False, metadata=False),
+    ".bmp": _Format("BMP", alpha=False, wide=False, metadata=False, max_side=2**31 - 1),
 }
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
+_JPEG_MAX_EXIF = 65533  # bytes, "Exif\0\0" included: what one APP1 segment holds
 # Grey from RGB, as Pillow's convert('L'): exact for pixels whose three channels are equal.
 BT601_LUMA = (0.299, 0.587, 0.114)
 # The file extensions every command takes as images (and writes).
@@ -129,7 +155,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
                 array, bits, icc = _pillow_array(im, icc)
         if wide_channels is not None:
             array, bits = _opencv_array(path, wide_channels), 16
-    except (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InputError(f"{path}: the image data is truncated or corrupt ({exc})") from exc
     array = _UPRIGHT.get(orientation, lambda a: a)(array)
     return _to_image(array, bits, icc, exif, fmt)
@@ -155,10 +181,21 @@ def write_image(path: str | os.PathLike, image: Image, *, overwrite: bool = Fals
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; use --overwrite to replace it")
     array = _output_array(path, image, fmt)
+    check_output_size(path, array.shape[1], array.shape[0])
+    image = _without_unfitting_exif(path, image, fmt)
     try:
         atomic_write(path, lambda fp: _encode(fp, array, image, fmt, quality))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the output ({exc.strerror or exc})") from exc
+    except (OSError, ValueError) as exc:      # the disk, or an encoder refusing what it was given
+        raise InputError(f"{path}: cannot write the output ({getattr(exc, 'strerror', None) or exc})") from exc
+
+
+def check_output_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """InputError when the format that `path`'s extension names cannot hold a width x height image
+    (JPEG: 65500 pixels per side, WebP: 16383), so that a batch learns it before restoring the image."""
+    fmt = _FORMATS.get(Path(path).suffix.lower())
+    if fmt is not None and max(width, height) > fmt.max_side:
+        raise InputError(f"{path}: a {width}x{height} result is over {fmt.name}'s limit of {fmt.max_side} pixels "
+                         "per side; write PNG or TIFF instead (--ext png), or scale less")
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -196,14 +233,17 @@ def _check_readable(path: Path) -> None:
 
 @contextlib.contextmanager
 def open_header(path: Path) -> Iterator[PILImage.Image]:
-    """Open lazily (header only). Pillow's global bomb limit is lifted meanwhile: _check_size is the guard,
-    and Pillow's would refuse sizes that a user allowed with --max-pixels."""
+    """Open lazily (header only); InputError for a file that is no image or whose header is broken.
+    Pillow's global bomb limit is lifted meanwhile: _check_size is the guard, and Pillow's would refuse
+    sizes that a user allowed with --max-pixels."""
     with _PILLOW_LOCK:
         saved, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
         try:
             im = PILImage.open(path, formats=_PILLOW_FORMATS)
         except UnidentifiedImageError as exc:
             raise InputError(f"{path}: not an image, or not a {_SUPPORTED} file") from exc
+        except _DECODE_ERRORS as exc:       # a plugin recognised the format, then failed on the header
+            raise InputError(f"{path}: the image data is truncated or corrupt ({exc})") from exc
         finally:
             PILImage.MAX_IMAGE_PIXELS = saved
     with im:
@@ -311,6 +351,15 @@ def _output_array(path: Path, image: Image, fmt: _Format) -> np.ndarray:
     samples = colour if alpha is None else np.concatenate([colour, alpha[..., None]], axis=2)
     top = 65535 if image.bit_depth == 16 and fmt.wide else 255
     return np.round(np.clip(samples, 0, 1) * top).astype(np.uint16 if top == 65535 else np.uint8)
+
+
+def _without_unfitting_exif(path: Path, image: Image, fmt: _Format) -> Image:
+    """`image`, without its EXIF when the output format cannot hold that much (JPEG: one 64 kB segment)."""
+    if fmt.name != "JPEG" or image.exif is None or len(image.exif) <= _JPEG_MAX_EXIF:
+        return image
+    log.warning("%s: the source's EXIF data (%d bytes) does not fit in a JPEG; written without it", path,
+                len(image.exif))
+    return dataclasses.replace(image, exif=None)
 
 
 def _encode(fp: BinaryIO, array: np.ndarray, image: Image, fmt: _Format, quality: int) -> None:

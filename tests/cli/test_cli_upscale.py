@@ -3,9 +3,12 @@ resuming, bad inputs, tiling, and a two-rank torchrun run."""
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -190,6 +193,26 @@ def test_bad_inputs_fail_alone_with_one_line_naming_the_file(tmp_path, upscale):
     assert sorted(p.name for p in out.iterdir()) == ["im1_out.png", "im2_out.png", "sub"]
 
 
+def test_a_full_disk_fails_each_output_alone_and_keeps_existing_ones(tmp_path, upscale, full_disk):
+    save_photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert upscale("-i", tmp_path / "in" / "im1.png", "-o", out, "--steps", "1")[0] == 0
+    kept = (out / "im1_out.png").read_bytes()
+    full_disk(after=1000)
+    code, text, err = upscale("-i", tmp_path / "in", "-o", out, "--steps", "1", "--overwrite", quiet=False)
+    assert code == 1 and "0 done, 0 skipped, 3 failed" in text
+    errors = [line for line in err.splitlines() if "No space left on device" in line]
+    assert len(errors) == 3 and "Traceback" not in err
+    for index, line in enumerate(errors, 1):
+        assert line.startswith(f"resshift upscale: error: {tmp_path / 'in' / f'im{index}.png'}: ")
+        assert f"{out / f'im{index}_out.png'}: cannot write the output" in line
+    assert sorted(p.name for p in out.iterdir()) == ["im1_out.png"] and leftovers(out) == []
+    assert (out / "im1_out.png").read_bytes() == kept                    # a failed overwrite keeps the old file
+    full_disk(None)
+    code, text, _ = upscale("-i", tmp_path / "in", "-o", out, "--steps", "1", quiet=False)
+    assert code == 0 and "2 done, 1 skipped, 0 failed" in text
+
+
 def test_output_equal_to_input_is_refused(tmp_path, upscale):
     source = save_photos(tmp_path, 1)[0]
     data = source.read_bytes()
@@ -271,6 +294,38 @@ def test_subprocess_reports_failures_without_traceback(tmp_path, tiny_model_dir)
     assert (tmp_path / "out" / "im1_out.png").is_file() and leftovers(tmp_path / "out") == []
 
 
+def test_sigkill_mid_batch_leaves_whole_outputs_and_the_rerun_does_the_rest(tmp_path, tiny_model_dir):
+    count = 12
+    save_photos(tmp_path / "in", count)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".keep").write_text("a user's hidden file")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resshift", "upscale", "-i", tmp_path / "in", "-o", out, "--model", tiny_model_dir,
+         "--steps", "1", "-q"], env=ONE_THREAD_ENV, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "no outputs appeared"
+        time.sleep(0.005)
+    process.kill()
+    assert process.wait(30) == -signal.SIGKILL
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 3 <= len(finished) < count, "the kill came too late to test anything"
+    for path in out.glob("*.png"):                                       # whole images only
+        with Image.open(path) as image:
+            image.load()
+    stale = out / f".im{count}_out.png.0123abcd.tmp"                    # as if killed while writing it
+    stale.write_bytes(b"\x89PNG half")
+    hidden = {p.name for p in out.iterdir() if p.name.startswith(".")}
+    assert hidden <= {".keep", stale.name} | {p.name for p in out.glob(".im*_out.png.*.tmp")}
+
+    code = main(["upscale", "-i", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_dir),
+                 "--steps", "1", "-q"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([".keep"] + [f"im{i}_out.png" for i in range(1, count + 1)])
+    assert {name: (out / name).stat().st_mtime_ns for name in finished} == finished     # not redone
+
+
 @pytest.mark.slow
 def test_torchrun_splits_a_folder_across_two_ranks(tmp_path, tiny_model_dir):
     save_photos(tmp_path / "in", 4)
@@ -298,3 +353,51 @@ def test_auto_tile_follows_free_memory(tmp_path, upscale, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 2**16)
     code, _, err = upscale("-i", tmp_path / "in", "-o", tmp_path / "out")
     assert code == 1 and "GiB is free" in err and "im1.png" in err
+
+
+def test_max_pixels_also_bounds_the_padded_input(tmp_path, upscale, tiny_model_dir):
+    """Found by benchmarks/fuzz_inputs.py: a 65535x1 strip passed --max-pixels 65536 but the networks saw
+    it padded to 65536x16, and it took minutes."""
+    Image.fromarray(np.zeros((1, 4000, 3), np.uint8)).save(tmp_path / "strip.png")
+    photo(1, (40, 30)).save(tmp_path / "photo.png")
+    code, _, err = upscale("-i", tmp_path / "strip.png", "-o", tmp_path / "out", "--max-pixels", "8000")
+    assert code == 1 and "strip.png: 4000x1 is padded to 4000x16 = 64000 pixels for the networks" in err
+    assert "--max-pixels 64000" in err and len(err.strip().splitlines()) == 3      # the line, "failed:", the file
+    code, _, err = upscale("-i", tmp_path / "photo.png", "-o", tmp_path / "out", "--max-pixels", "1200",
+                           "--steps", "1")
+    assert code == 1 and "40x30 is padded to 48x32 = 1536 pixels" in err
+    assert upscale("-i", tmp_path / "photo.png", "-o", tmp_path / "out", "--max-pixels", "1536", "--steps", "1")[0] == 0
+
+
+def test_a_corrupt_tiff_is_one_line_without_libtiff_or_pillow_chatter(tmp_path, tiny_model_dir, capfd, recwarn):
+    """Found by benchmarks/fuzz_inputs.py: libtiff printed its own decoding errors on stderr ("ZIPDecode:
+    Decoding error ...") beside resshift's one line, and Pillow its warnings about broken tags."""
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)     # 3 kB of deflate data
+    Image.fromarray(noise).save(buffer, "TIFF", compression="tiff_deflate")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = bytearray(buffer.getvalue())
+    data[300:340] = bytes(40)                                   # inside the deflate stream
+    (folder / "zip.tif").write_bytes(bytes(data))
+    data = bytearray(buffer.getvalue())
+    ifd = int.from_bytes(data[4:8], "little")
+    data[ifd + 2 + 24 + 8: ifd + 2 + 24 + 12] = (2**31).to_bytes(4, "little")   # BitsPerSample: off the file
+    (folder / "tags.tif").write_bytes(bytes(data))
+    code = main(["upscale", "-i", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), "-q"])
+    lines = capfd.readouterr().err.splitlines()
+    assert code == 1 and len(lines) == 5, lines
+    assert lines[0].startswith(f"resshift upscale: error: {folder / 'tags.tif'}: not an image")
+    assert lines[1].startswith(f"resshift upscale: error: {folder / 'zip.tif'}: the image data is truncated")
+    assert lines[2:] == ["failed:", f"  {folder / 'tags.tif'}", f"  {folder / 'zip.tif'}"]
+    assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
+
+
+def test_a_result_too_wide_for_its_format_fails_before_the_model_runs(tmp_path, upscale, monkeypatch):
+    """A 4100x1 WebP at x4 would be 16400 wide, over WebP's 16383: refused at once, naming the file."""
+    Image.fromarray(np.zeros((1, 4100, 3), np.uint8)).save(tmp_path / "strip.webp", lossless=True)
+    monkeypatch.setattr("resshift.tasks.restore_image", lambda *args, **kwargs: pytest.fail("the model ran"))
+    code, _, err = upscale("-i", tmp_path / "strip.webp", "-o", tmp_path / "out", "--max-pixels", "100000")
+    assert code == 1 and err.count("\n") == 3, err
+    assert "strip.webp: " in err and "a 16400x4 result is over WEBP's limit of 16383 pixels per side" in err
+    assert "--ext png" in err and list((tmp_path / "out").iterdir()) == []

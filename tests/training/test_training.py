@@ -30,6 +30,7 @@ from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig
 from resshift.schedule import ScheduleConfig
 from resshift.training import checkpoint as ckpt
+from resshift.training import trainer
 from resshift.training.config import ModelSpec, TrainConfig, apply_overrides, load_config, preset_names
 from resshift.training.losses import check_phase_crop, training_loss
 from resshift.training.trainer import build_pipeline, lr_factor, model_config_of, train
@@ -337,34 +338,26 @@ def test_resume_is_exact_and_export_loads(hr_folder, tmp_path):
     assert ResShiftPipeline.from_pretrained(folder).unet.state_dict().keys() == pipe.unet.state_dict().keys()
 
 
-def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch):
+def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch, full_disk, caplog):
     config = tiny_config(hr_folder, "optim.total_steps=2", "run.ckpt_interval=1", "run.val_interval=0")
-    real_save = torch.save
-    calls = []
-
-    def disk_full(obj, fp, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:                      # the second save: half a file, then ENOSPC
-            fp.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return real_save(obj, fp, *args, **kwargs)
-
-    monkeypatch.setattr(ckpt.torch, "save", disk_full)
-    rows = train(config, tmp_path / "run")                             # training goes on
+    full_disk(after=4096, name="step_00000002.pt")     # the disk fills up during the second save
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / ".step_00000001.pt.0123abcd.tmp").write_bytes(b"a killed run's save")
+    with caplog.at_level(logging.ERROR, logger="resshift.training.trainer"):
+        rows = train(config, tmp_path / "run")                         # training goes on
     assert len(losses(rows)) == 2
     good = ckpt.latest_checkpoint(tmp_path / "run")
     assert good.name == "step_00000001.pt" and ckpt.load_checkpoint(good)["step"] == 1
-    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001.pt"]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in message and "step_00000002.pt: could not save the checkpoint" in message
+    assert "No space left on device" in message and "earlier checkpoints are intact" in message
 
-    def always_full(obj, fp, *args, **kwargs):
-        fp.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", always_full)
+    full_disk(after=100, name="step_00000001.pt")
     with pytest.raises(CheckpointError, match="intact"):
         ckpt.save_checkpoint({"step": 99}, good)                      # overwriting the good file fails
     assert ckpt.load_checkpoint(good)["step"] == 1
-    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    full_disk(None)
 
     other = tiny_config(hr_folder, "model.config.unet.model_channels=64")
     with pytest.raises(CheckpointError, match="another architecture.*model_channels"):
@@ -377,6 +370,71 @@ def test_bad_checkpoints_and_failed_saves(hr_folder, tmp_path, monkeypatch):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a readable training checkpoint"):
         ckpt.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_nan_loss_stops_training_with_one_line_and_keeps_the_last_good_checkpoint(hr_folder, tmp_path,
+                                                                                     monkeypatch, capsys):
+    config = tiny_config(hr_folder, "optim.total_steps=6", "run.ckpt_interval=2", "run.val_interval=0",
+                         "run.keep_last=5")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    calls, real_loss = [], trainer.training_loss
+
+    def loss_nan_at_step_5(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        calls.append(1)
+        return {**terms, "loss": terms["loss"] * math.nan} if len(calls) == 5 else terms
+
+    monkeypatch.setattr(trainer, "training_loss", loss_nan_at_step_5)
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("resshift train: error: the training loss became NaN or infinite at step 5 (on 1 of 1")
+    assert f"the last checkpoint is {run / 'checkpoints' / 'step_00000004.pt'}" in err
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    state = ckpt.load_checkpoint(run / "checkpoints" / "step_00000004.pt")
+    assert all(torch.isfinite(v).all() for v in state["unet"].values())
+    with open(run / "metrics.csv") as fp:
+        assert [int(r["step"]) for r in csv.DictReader(fp)] == [1, 2, 3, 4]
+    assert not (run / "export").exists()
+
+
+NAN_ON_RANK_1 = """
+import math, os, sys
+from resshift.cli import main
+from resshift.training import trainer
+
+calls, real_loss = [], trainer.training_loss
+
+
+def loss(*args, **kwargs):
+    terms = real_loss(*args, **kwargs)
+    calls.append(1)
+    return {**terms, "loss": terms["loss"] * math.nan} if os.environ["RANK"] == "1" and len(calls) == 3 else terms
+
+
+trainer.training_loss = loss
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_under_ddp_a_nan_on_one_rank_stops_every_rank_at_that_step(hr_folder, tmp_path):
+    config = tiny_config(hr_folder, "optim.total_steps=6", "run.ckpt_interval=2", "run.val_interval=0")
+    path, script = tmp_path / "config.yaml", tmp_path / "nan_on_rank_1.py"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    script.write_text(NAN_ON_RANK_1)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+         "train", str(path), "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("resshift train: error:")]
+    assert len(lines) == 2, result.stderr[-3000:]                       # each rank says it once, the same
+    assert all("became NaN or infinite at step 3 (on 1 of 2 processes)" in line for line in lines)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step_00000002.pt"]
 
 
 def test_ddp_two_processes_match_one(hr_folder, tmp_path):

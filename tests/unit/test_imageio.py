@@ -1,5 +1,6 @@
 """Reading and writing real photos: bit depths, alpha, grey, orientation, metadata, errors, atomic writes."""
 
+import logging
 import os
 import struct
 import zlib
@@ -12,7 +13,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps
 
-from resshift import imageio
+from resshift import fileio, imageio
 from resshift.errors import InputError
 from resshift.imageio import Image, from_tensor, read_image, to_tensor, write_image
 
@@ -332,3 +333,61 @@ def test_tensor_round_trip():
     assert np.array_equal(from_tensor(tensor), pixels) and np.array_equal(from_tensor(tensor[0]), pixels)
     with pytest.raises(InputError):
         to_tensor(pixels[..., :2])
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tif", ".bmp"])
+def test_a_full_disk_leaves_no_partial_output_and_the_old_file_intact(tmp_path, full_disk, ext):
+    """Every encoder's bytes pass resshift.fileio's write (none writes around it through a descriptor)."""
+    image = read_image(set14(1))
+    existing = tmp_path / f"existing{ext}"
+    existing.write_bytes(b"the user's file")
+    full_disk(after=1000)
+    for target, overwrite in ((tmp_path / f"new{ext}", False), (existing, True)):
+        with pytest.raises(InputError) as error:
+            write_image(target, image, overwrite=overwrite)
+        assert str(error.value) == f"{target}: cannot write the output (No space left on device)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing.name]
+    assert existing.read_bytes() == b"the user's file"
+    full_disk(None)
+    write_image(tmp_path / f"new{ext}", image)
+    assert read_image(tmp_path / f"new{ext}").pixels.shape == image.pixels.shape
+
+
+def test_only_the_stale_temporaries_of_that_output_are_removed(tmp_path):
+    target = tmp_path / "a+b (1).png"
+    stale = [tmp_path / f".{target.name}.0123abcd.tmp", tmp_path / f".{target.name}.ffffffff.tmp"]
+    kept = [target, tmp_path / f".{target.name}", tmp_path / f".{target.name}.0123abcd.tmp.x",
+            tmp_path / f".{target.name}.0123ABCD.tmp", tmp_path / ".a+b (2).png.0123abcd.tmp",
+            tmp_path / ".ab (1).png.0123abcd.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert fileio.remove_stale_temporaries(target) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert fileio.remove_stale_temporaries(tmp_path / "missing" / "a.png") == 0
+
+
+@pytest.mark.parametrize("ext, width, limit", [(".jpg", 65501, 65500), (".webp", 16384, 16383)])
+def test_an_output_too_wide_for_its_format_is_an_input_error(tmp_path, ext, width, limit):
+    """Found with the input fuzzer's wide strips: WebP's encoder raised ValueError (a traceback in the CLI,
+    a 500 in the API) and libjpeg printed its own line before a 'broken data stream' error."""
+    image = Image(np.zeros((1, width, 3), np.float32))
+    with pytest.raises(InputError, match=rf"a {width}x1 result is over .*'s limit of {limit} pixels per side"):
+        write_image(tmp_path / f"wide{ext}", image)
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "wide.png", image)
+
+
+def test_exif_too_long_for_a_jpeg_is_dropped_with_a_warning(tmp_path, caplog):
+    """Found by the input fuzzer's metadata cases: a PNG's 70 kB EXIF made the JPEG encoder raise ValueError."""
+    exif = PILImage.Exif()
+    exif[0x010E] = "x" * 70000                                           # ImageDescription
+    PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "long.png", exif=exif)
+    image = read_image(tmp_path / "long.png")
+    assert len(image.exif) > 65533
+    with caplog.at_level(logging.WARNING, logger="resshift.imageio"):
+        write_image(tmp_path / "long.jpg", image)
+    assert "does not fit in a JPEG; written without it" in caplog.text
+    with PILImage.open(tmp_path / "long.jpg") as written:
+        assert written.size == (8, 8) and not written.getexif()
+    write_image(tmp_path / "long.webp", image)                          # WebP holds it
+    assert read_image(tmp_path / "long.webp").exif == image.exif

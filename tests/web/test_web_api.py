@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,8 +29,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import resshift.cli.serve as serve_cli
 import resshift.web.app as web_app
 from resshift.cli import main
+from resshift.errors import ConfigError
 from resshift.nets.swin_unet import SwinUNetConfig
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig
@@ -36,7 +44,7 @@ from resshift.web.jobs import JobQueue, QueueFull
 from conftest import TINY_VQGAN, tiny_config
 
 SIZE = 32                   # input side; the tiny face model takes 32x32 crops
-MAX_PIXELS = 48 * 48
+MAX_PIXELS = 64 * 64          # the tiny inpainting model pads a 32x32 image to 64x64
 MAX_UPLOAD_MB = 0.05        # 51 kB of files (plus the form's overhead): tiny PNGs pass, 200 kB does not
 
 
@@ -202,7 +210,8 @@ TRUNCATED = encode(photo())[:300]
     ("/v1/upscale", {"image": ("notes.txt", b"just some text")}, {}, 400, "not an image"),
     ("/v1/upscale", {"image": ("empty.png", b"")}, {}, 400, "not an image"),
     ("/v1/upscale", {"image": ("cut.png", TRUNCATED)}, {}, 400, "truncated"),
-    ("/v1/upscale", {"image": ("big.png", encode(photo(64, 64)))}, {}, 413, "over this server's limit"),
+    ("/v1/upscale", {"image": ("big.png", encode(photo(65, 64)))}, {}, 413, "over this server's limit"),
+    ("/v1/upscale", {"image": ("strip.png", encode(photo(4000, 1)))}, {}, 400, "padded to 4000x16 = 64000 pixels"),
     ("/v1/upscale", {}, {}, 422, "image is required"),
     ("/v1/upscale", {}, {"image": "not a file"}, 422, "image is required, as a file"),
     ("/v1/upscale", IMAGE, {"colour": "red"}, 422, "unknown option 'colour'"),
@@ -311,7 +320,7 @@ def test_openapi_lists_the_routes_and_their_fields(client):
     form = upscale["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
     fields = schema["components"]["schemas"][form]["properties"]
     assert {"image", "model", "scale", "steps", "seed", "tile", "color_fix", "format"} == set(fields)
-    assert {"200", "400", "404", "409", "413", "422", "503"} <= set(upscale["responses"])
+    assert {"200", "400", "404", "408", "409", "413", "422", "503"} <= set(upscale["responses"])
 
 
 @pytest.mark.parametrize("filename, stem", [("photo.jpg", "photo"), ("../../etc/passwd", "passwd"),
@@ -387,3 +396,230 @@ def test_serve_on_a_busy_port_is_a_one_line_error(model_dirs, capsys):
         port = busy.getsockname()[1]
         assert main(["serve", "--model", str(model_dirs["tiny-x4"]), "--port", str(port), "--device", "cpu"]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- API key and CORS
+API_KEY = "k3y-for-tests_0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def keyed_client(model_dirs):
+    """A server started with --api-key and one allowed cross-origin page."""
+    app = create_app(settings(model_dirs["tiny-x4"], static_dir=model_dirs["tiny-x4"] / "no-page",
+                              api_key=API_KEY, cors_origins=("https://photos.example",)))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.mark.parametrize("headers, words", [
+    ({}, "needs an API key"),
+    ({"Authorization": API_KEY}, "needs an API key"),                       # no scheme
+    ({"Authorization": f"Basic {API_KEY}"}, "needs an API key"),
+    ({"Authorization": "Bearer "}, "needs an API key"),
+    ({"Authorization": "Bearer wrong"}, "wrong API key"),
+    ({"Authorization": f"Bearer {API_KEY}x"}, "wrong API key"),
+    ({"Authorization": f"Bearer {API_KEY[:-1]}"}, "wrong API key"),
+])
+def test_v1_without_the_key_is_401_with_a_bearer_challenge(keyed_client, headers, words):
+    for method, path in (("GET", "/v1/models"), ("POST", "/v1/upscale"), ("GET", "/v1/unknown"), ("GET", "/v1")):
+        response = keyed_client.request(method, path, headers=headers, files=IMAGE if method == "POST" else None)
+        assert words in error_of(response, 401), path
+        assert response.headers["www-authenticate"].startswith('Bearer realm="resshift"')
+        assert ('error="invalid_token"' in response.headers["www-authenticate"]) == (words == "wrong API key")
+
+
+def test_the_right_key_opens_v1_and_the_rest_stays_open(keyed_client):
+    assert keyed_client.get("/v1/models", headers=AUTH).status_code == 200
+    lower_scheme = {"Authorization": f"bearer  {API_KEY} "}                # the scheme is case-insensitive
+    assert keyed_client.get("/v1/models", headers=lower_scheme).status_code == 200
+    response = keyed_client.post("/v1/upscale", headers=AUTH, files=IMAGE, data={"steps": "1"})
+    assert response.status_code == 200, response.text
+    assert decoded(response).shape == (SIZE * 4, SIZE * 4, 3)
+    assert keyed_client.get("/healthz").json()["status"] == "ok"
+    assert "not installed" in error_of(keyed_client.get("/"), 404)         # the page route is not guarded
+    assert keyed_client.get("/openapi.json").status_code == 200
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(keyed_client):
+    large = np.random.default_rng(0).bytes(200_000)                       # over the upload limit too
+    assert "needs an API key" in error_of(keyed_client.post("/v1/upscale", files={"image": ("a.png", large)}), 401)
+
+
+def test_the_key_is_compared_in_constant_time(keyed_client, monkeypatch):
+    compared = []
+    real = web_app.hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(web_app.hmac, "compare_digest", spy)
+    assert keyed_client.get("/v1/models", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert keyed_client.get("/v1/models", headers=AUTH).status_code == 200
+    assert compared == [(b"guess", API_KEY.encode()), (API_KEY.encode(), API_KEY.encode())]
+
+
+def test_openapi_marks_the_bearer_scheme_on_v1_only(keyed_client, client):
+    schema = keyed_client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http", "scheme": "bearer", "description": "the key given to resshift serve --api-key"}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            assert (operation.get("security") == [{"apiKey": []}]) == path.startswith("/v1/"), path
+            assert ("401" in operation["responses"]) == path.startswith("/v1/"), path
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+
+
+def test_cors_answers_only_the_named_origins(keyed_client, client):
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    allowed = keyed_client.options("/v1/upscale", headers={"Origin": "https://photos.example", **preflight})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://photos.example"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    other = keyed_client.options("/v1/upscale", headers={"Origin": "https://evil.example", **preflight})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+
+    answer = keyed_client.get("/v1/models", headers={"Origin": "https://photos.example", **AUTH})
+    assert answer.headers["access-control-allow-origin"] == "https://photos.example"
+    assert "content-disposition" in answer.headers["access-control-expose-headers"].lower()
+    refused = keyed_client.get("/v1/models", headers={"Origin": "https://photos.example"})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://photos.example"
+    assert "access-control-allow-origin" not in keyed_client.get(
+        "/v1/models", headers={"Origin": "https://evil.example", **AUTH}).headers
+    # Without --cors-origin no CORS header is ever sent (the browser's same-origin rule applies).
+    plain = client.get("/v1/models", headers={"Origin": "https://photos.example"})
+    assert plain.status_code == 200 and not any(h.startswith("access-control-") for h in plain.headers)
+    assert client.options("/v1/upscale", headers={"Origin": "https://photos.example", **preflight}).status_code == 405
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"api_key": ""}, "printable ASCII"), ({"api_key": "two words"}, "printable ASCII"),
+    ({"api_key": "line\n"}, "printable ASCII"), ({"api_key": "clé"}, "printable ASCII"),
+    ({"cors_origins": ("*",)}, "--cors-origin *"), ({"cors_origins": ("photos.example",)}, "web origin"),
+    ({"cors_origins": ("https://photos.example/",)}, "no path"),
+])
+def test_settings_refuse_unusable_keys_and_origins(overrides, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        ServeSettings(**overrides)
+
+
+def test_serve_refuses_a_network_host_without_a_key(model_dirs, capsys, monkeypatch):
+    monkeypatch.delenv("RESSHIFT_API_KEY", raising=False)
+    for host in ("0.0.0.0", "192.168.1.20", "::", "photos.example"):
+        assert main(["serve", "--host", host, "--model", str(model_dirs["tiny-x4"])]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--host {host} opens the server" in err and "--insecure" in err
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        assert serve_cli.is_loopback(host), host
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """Run `resshift serve` in-process up to uvicorn: the listener stays on 127.0.0.1 whatever --host says,
+    and the server object that would run is captured instead of run."""
+    captured = []
+    monkeypatch.setattr(serve_cli, "_listen", lambda host, port: socket.create_server(("127.0.0.1", 0)))
+    monkeypatch.setattr(serve_cli, "_serve", lambda server, listener: captured.append(listener.close() or server))
+    return captured
+
+
+def test_serve_takes_the_key_from_the_environment_or_warns_when_insecure(model_dirs, capsys, monkeypatch, served):
+    model = str(model_dirs["tiny-x4"])
+    monkeypatch.setenv("RESSHIFT_API_KEY", API_KEY)
+    assert main(["serve", "--host", "0.0.0.0", "--model", model, "--device", "cpu",
+                 "--cors-origin", "https://photos.example"]) == 0
+    out, err = capsys.readouterr()
+    settings_used = served[-1].config.app.state.service.settings
+    assert settings_used.api_key == API_KEY and settings_used.cors_origins == ("https://photos.example",)
+    assert "/v1 needs the API key" in out and API_KEY not in out + err and "WARNING" not in err
+    monkeypatch.delenv("RESSHIFT_API_KEY")
+    assert main(["serve", "--host", "0.0.0.0", "--insecure", "--model", model, "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: listening on 0.0.0.0 WITHOUT an API key" in err
+    assert served[-1].config.app.state.service.settings.api_key is None
+    assert main(["serve", "--api-key", "", "--model", model, "--device", "cpu"]) == 2
+    assert "printable ASCII" in capsys.readouterr().err
+
+
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(model_dirs, tmp_path):
+    """`resshift serve` in a subprocess: a request whose upload is half sent when SIGTERM arrives still gets
+    its image; meanwhile the port refuses new connections; then the process exits 0 with nothing left behind."""
+    temporary = tmp_path / "server-tmp"
+    temporary.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temporary)}
+    env.pop("RESSHIFT_API_KEY", None)
+    process = subprocess.Popen([sys.executable, "-m", "resshift", "serve", "--model", str(model_dirs["tiny-x4"]),
+                                "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", first_line(process, timeout=120)).group(1))
+        body, head = multipart_upload(encode(photo()), steps="1")
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+            connection.sendall(head + body[: len(body) // 2])
+            time.sleep(0.5)                                      # the server has the request's headers
+            process.send_signal(signal.SIGTERM)
+            wait_until_refused(port, timeout=30)
+            connection.sendall(body[len(body) // 2:])
+            answer = read_to_end(connection)
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+        _, err = process.communicate()
+    status, _, payload = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), answer[:500]
+    assert Image.open(io.BytesIO(payload)).size == (4 * SIZE, 4 * SIZE)
+    assert "Traceback" not in err and list(temporary.iterdir()) == []
+
+
+def first_line(process: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "the server printed nothing"
+    line = process.stdout.readline()
+    assert line, f"the server ended: {process.stderr.read()[-2000:]}"
+    return line
+
+
+def multipart_upload(png: bytes, **fields: str) -> tuple[bytes, bytes]:
+    """(body, request head) of POST /v1/upscale with `png` as the image and `fields` as form fields."""
+    boundary = "resshift-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+             "Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n"]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+              for k, v in fields.items()]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    head = (f"POST /v1/upscale HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    return body, head
+
+
+def wait_until_refused(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "the server still accepts connections"
+        time.sleep(0.05)
+
+
+def read_to_end(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+PALETTE_BMP = encode(np.asarray(Image.fromarray(photo()).convert("P")), "BMP")
+
+
+@pytest.mark.parametrize("name, data", [
+    ("cut.jpg", encode(photo(), "JPEG")[:200]),                                        # Pillow: Truncated File Read
+    ("palette.bmp", PALETTE_BMP[:46] + b"\xff\xff\xff\x0f" + PALETTE_BMP[50:]),      # Unsupported BMP Palette size
+    ("cut.webp", encode(photo(), "WEBP")[:40]),                                        # could not create decoder
+])
+def test_a_broken_header_is_400_not_500(client, name, data):
+    """Found by benchmarks/fuzz_inputs.py: Pillow's plugins raise OSError for headers they recognise and
+    cannot read, which the upload check let through as a 500."""
+    assert "truncated or corrupt" in error_of(client.post("/v1/upscale", files={"image": (name, data)}), 400)

@@ -11,6 +11,7 @@ The finished upscale is saved as a screenshot, tests/artifacts/web_upscale.png.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import io
 import os
@@ -74,18 +75,24 @@ from resshift.web.app import ServeSettings, create_app  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- fixtures
+API_KEY = "browser-test-key_42"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The real app on 127.0.0.1 (a free port) serving a tiny x4 SR model and a tiny inpainting model."""
+def model_folder(tmp_path_factory) -> Path:
+    """A tiny x4 SR model and a tiny inpainting model, saved as folders."""
     folder = tmp_path_factory.mktemp("web-models")
     torch.manual_seed(0)
     ResShiftPipeline.from_config(tiny_config()).save_pretrained(folder / "tiny-x4")
     ResShiftPipeline.from_config(tiny_config(task="inpaint", scale=1, num_steps=2)).save_pretrained(
         folder / "tiny-inpaint")
-    settings = ServeSettings(models=(str(folder / "tiny-x4"), str(folder / "tiny-inpaint")),
-                             device="cpu", dtype="fp32")
-    app = create_app(settings)
+    return folder
 
+
+@contextlib.contextmanager
+def serving(settings: ServeSettings):
+    """The real app on 127.0.0.1 (a free port) in a background thread; yields its base URL."""
+    app = create_app(settings)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # tiny networks: threads only add waiting on a busy machine
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -99,11 +106,29 @@ def server(tmp_path_factory):
     while not uv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    torch.set_num_threads(threads)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def server(model_folder):
+    """The app serving the tiny x4 SR model and the tiny inpainting model, without an API key."""
+    models = (str(model_folder / "tiny-x4"), str(model_folder / "tiny-inpaint"))
+    with serving(ServeSettings(models=models, device="cpu", dtype="fp32")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_folder):
+    """The app serving the tiny x4 SR model, started with an API key."""
+    settings = ServeSettings(models=(str(model_folder / "tiny-x4"),), device="cpu", dtype="fp32", api_key=API_KEY)
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +331,46 @@ def test_inpaint_with_a_brush_stroke(page, small_image):
     assert changed, "the stroke filled nothing"
     # known pixels are kept exactly: only the painted band around the middle row changed
     assert all(8 <= x < 40 and 12 <= y < 36 for x, y in changed), sorted(changed)[:5]
+
+
+def enter_key(driver, key: str) -> None:
+    """Type `key` into the page's API key form, as a user would, and send it."""
+    field = driver.find_element(By.ID, "key-input")
+    assert field.get_attribute("type") == "password"
+    field.send_keys(key)
+    driver.find_element(By.ID, "key-submit").click()
+
+
+def test_with_an_api_key_the_page_asks_for_it_once_and_upscales(keyed_server, driver, small_image):
+    driver.get_log("browser")                                                # drop what earlier tests left
+    driver.get(keyed_server + "/")
+    form, message = driver.find_element(By.ID, "key-form"), driver.find_element(By.ID, "key-message")
+    WebDriverWait(driver, 10).until(lambda d: form.is_displayed())          # GET /v1/models was refused
+    assert "needs an API key" in message.text
+    assert driver.switch_to.active_element == driver.find_element(By.ID, "key-input")
+    enter_key(driver, "not-the-key")
+    WebDriverWait(driver, 10).until(lambda d: "refused" in message.text and form.is_displayed())
+    enter_key(driver, API_KEY)
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "model").get_attribute("value") == "tiny-x4")
+    assert not form.is_displayed()
+    assert driver.execute_script("return sessionStorage.getItem('resshift-api-key')") == API_KEY
+
+    choose(driver, small_image)
+    driver.find_element(By.ID, "run").click()
+    wait_for_result(driver, ".png")
+    assert natural_size(driver, "result-image") == (4 * 48, 4 * 48)
+    assert not form.is_displayed()                                           # the upload carried the key
+
+    driver.get(keyed_server + "/")                                           # same tab: not asked again
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "model").get_attribute("value") == "tiny-x4")
+    assert not driver.find_element(By.ID, "key-form").is_displayed()
+    # A key that stops working (the server restarted with another) is asked for again at the next request.
+    driver.execute_script("sessionStorage.setItem('resshift-api-key', 'stale')")
+    choose(driver, small_image)
+    driver.find_element(By.ID, "run").click()
+    form, message = driver.find_element(By.ID, "key-form"), driver.find_element(By.ID, "key-message")
+    WebDriverWait(driver, 10).until(lambda d: form.is_displayed() and "refused" in message.text)
+    enter_key(driver, API_KEY)
+    wait_for_result(driver, ".png")
+    refused = [m for m in console_errors(driver) if "401" not in m]
+    assert refused == [], refused

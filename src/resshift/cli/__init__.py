@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from .. import __version__
-from ..errors import DownloadError, ResShiftError
+from ..errors import DownloadError, ResShiftError, TrainingError
 from .benchmark import add_benchmark
 from .degrade import add_degrade
 from .evaluate import add_eval
@@ -43,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Pillow's complaints about a file's metadata (a tag off the file, corrupt EXIF): a file it cannot read
+    # is one error line from resshift, and one it reads is fine.
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
         return args.run(args)
-    except DownloadError as exc:       # the request was right; the network or the disk failed it
+    except (DownloadError, TrainingError) as exc:      # the request was right; the run failed it
         print(f"resshift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ResShiftError as exc:

@@ -32,8 +32,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> a
                     help="output format; same: the input's (default)")
     io.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     io.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                    help="refuse inputs with more pixels (decompression-bomb guard; "
-                         f"default {DEFAULT_MAX_PIXELS})")
+                    help="refuse inputs with more pixels, from the header before decoding (decompression-bomb "
+                         "guard) and again as padded for the networks (a 1-pixel strip costs a padding multiple); "
+                         f"default {DEFAULT_MAX_PIXELS}")
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="bundled model name (see `resshift models`), model folder (from "
                                        "`resshift convert`/save_pretrained), or an official UNet .pth "

@@ -13,8 +13,9 @@ Contents (all plain containers and tensors, so loading uses ``torch.load(weights
 The data order, crops, noise and degradations are keyed by (seed, step, sample) (see data.py), so
 `step` is their whole state; nothing else is needed to resume exactly.
 
-A save writes ``.step_XXXXXXXX.pt.<pid>.tmp`` beside the target, fsyncs it and renames it; a
-failure (disk full, ...) removes the temporary file and leaves every earlier checkpoint intact.
+A save writes ``.step_XXXXXXXX.pt.<random>.tmp`` beside the target, fsyncs it and renames it; a
+failure (disk full, ...) removes the temporary file and leaves every earlier checkpoint intact. A run
+killed while saving leaves its temporary file, which the resumed run removes when it saves that step.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from resshift.errors import CheckpointError
-from resshift.fileio import atomic_write
+from resshift.fileio import atomic_write, remove_stale_temporaries
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
@@ -59,6 +60,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write `state` atomically (temporary file, fsync, rename); CheckpointError on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     try:
         atomic_write(path, lambda fp: torch.save(state, fp))
     except (OSError, RuntimeError, pickle.PicklingError) as exc:

@@ -52,14 +52,14 @@ from resshift.checkpoints import load_weights, read_model_config, read_official,
 from resshift.data import (KEY_DEGRADE, KEY_INIT, KEY_RESEED, KEY_VALIDATION, HRFolderDataset, StreamBatchSampler,
                            keyed_generator, keyed_seed, load_validation_set, make_loader, synthesize_batch)
 from resshift.distributed import TRAINING_TIMEOUT, World, all_sum, gather_objects, process_group, resolve_device
-from resshift.errors import CheckpointError, ConfigError
+from resshift.errors import CheckpointError, ConfigError, TrainingError
 from resshift.hub import model_folder
 from resshift.metrics import psnr
 from resshift.nets.discriminator import UNetDiscriminator, discriminator_loss
 from resshift.pipeline import ResShiftPipeline
 from resshift.presets import ModelConfig, get_preset
-from resshift.training.checkpoint import (checkpoint_path, load_checkpoint, prune_checkpoints, rng_state,
-                                          save_checkpoint, seed_everything, set_rng_state)
+from resshift.training.checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints,
+                                          rng_state, save_checkpoint, seed_everything, set_rng_state)
 from resshift.training.config import GANConfig, ModelSpec, OptimConfig, TrainConfig, check_task, config_differences
 from resshift.training.distill import distillation_loss, one_step_config, student_from_teacher, teacher_chain
 from resshift.training.logs import MetricsLog, draw_curves, sample_grid, to_uint8
@@ -381,6 +381,7 @@ def train_step(run: Run, meter: "Meter") -> None:
     fakes = []
     if run.critic is not None:
         run.critic.net.requires_grad_(False)          # the generator's step leaves the discriminator alone
+    finite = torch.ones((), dtype=torch.bool, device=run.device)
     for micro in range(o.grad_accum):
         tic = time.perf_counter()
         batch = next(run.batches)
@@ -391,8 +392,10 @@ def train_step(run: Run, meter: "Meter") -> None:
                 terms = run.loss(run.model, batch=batch, gan_weight=gan_weight)
             run.scaler.scale(terms["loss"].mean() / o.grad_accum).backward()
         meter.add(terms)
+        finite &= torch.isfinite(terms["loss"].detach()).all()
         if run.critic is not None:
             fakes.append((batch["hq"], terms["image"]))
+    stop_if_diverged(run, finite)
     unet = run.pipe.unet
     run.scaler.unscale_(run.optimizer)
     meter.grad_norm = float(torch.nn.utils.clip_grad_norm_(unet.parameters(), o.grad_clip or math.inf))
@@ -407,6 +410,20 @@ def train_step(run: Run, meter: "Meter") -> None:
         ema_update(run.ema, unet, ema_decay_at(run.step, o.ema_decay, o.ema_warmup))
     if run.critic is not None:
         critic_step(run, fakes, meter)
+
+
+def stop_if_diverged(run: Run, finite: torch.Tensor) -> None:
+    """Raise TrainingError when this step's loss is NaN or infinite on any process (a collective call: the
+    count is summed over the ranks, so all stop at the same step), before the optimizer takes the step in:
+    the weights stay those of the last good step, and no checkpoint of the broken state is written."""
+    diverged = int(all_sum((~finite).to(torch.float32).reshape(1), run.world).item())
+    if diverged == 0:
+        return
+    saved = list_checkpoints(run.run_dir)
+    last = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet"
+    raise TrainingError(f"the training loss became NaN or infinite at step {run.step + 1} (on {diverged} of "
+                        f"{run.world.size} processes); stopped without saving that state; {last} (lower optim.lr "
+                        "or set optim.grad_clip and resume, or check the training images)")
 
 
 def critic_step(run: Run, pairs: list[tuple[torch.Tensor, torch.Tensor]], meter: "Meter") -> None:

@@ -13,19 +13,24 @@
 Options are further form fields (see the form classes or /openapi.json); the answer is the image
 itself (PNG unless `format` says otherwise) with a download name and `X-Elapsed-Seconds`.
 
-Every error is JSON `{"error": "<one sentence>"}`: 400 a bad image or mask, 404 an unknown model,
-409 no model of that task loaded, 413 an upload or image too large, 422 an unknown option or a bad
-value, 503 with Retry-After when the job queue is full, and 500 "internal error" (logged) for a bug.
+Every error is JSON `{"error": "<one sentence>"}`: 400 a bad image or mask, 401 a missing or wrong API
+key, 404 an unknown model, 408 an upload that stalled, 409 no model of that task loaded, 413 an upload or
+image too large, 422 an unknown option or a bad value, 503 with Retry-After when the job queue is full,
+and 500 "internal error" (logged) for a bug.
 
-Safety: the request body is limited while it streams in; each upload is copied into a temporary
-folder of its own request under a fixed name (never the client's file name), checked from its
-header, decoded there, and the folder is removed when the request ends. Model calls go through
-`jobs.JobQueue`, so at most `workers` run at once.
+Safety: with an API key (`--api-key`) every /v1 request must carry `Authorization: Bearer KEY`, else it
+is answered 401 before its body is read; the page and /healthz stay open. Cross-origin pages may call
+the API only from the origins named by `--cors-origin`. The request body is limited while it streams in;
+each upload is copied into a temporary folder of its own request under a fixed name (never the client's
+file name), checked from its header, decoded there, and the folder is removed when the request ends.
+Model calls go through `jobs.JobQueue`, so at most `workers` run at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hmac
 import logging
 import os
 import re
@@ -39,6 +44,7 @@ from typing import Annotated, Literal, Optional
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,6 +74,8 @@ MAX_SCALE = 16
 MAX_SEED = 2**63 - 1
 MIN_TILE = 32
 MULTIPART = "multipart/form-data"
+API_PREFIX = "/v1/"
+BEARER_CHALLENGE = 'Bearer realm="resshift"'
 OUTPUT_FORMATS = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 HOW_TO_SERVE_A_MODEL = ("pass a model folder, e.g. `resshift serve --model models/realsr-v3` (repeat --model "
                         "to serve several; `resshift convert` makes a folder from the official checkpoints)")
@@ -296,9 +304,9 @@ IMAGE_ROUTE = {
     "response_class": Response,
     "responses": {200: {"description": "the restored image", "content": {t: {} for t in OUTPUT_FORMATS.values()}},
                   **{status: {"model": ErrorBody, "description": description} for status, description in (
-                      (400, "bad image or mask"), (404, "unknown model"), (409, "no model for this task loaded"),
-                      (413, "upload or image too large"), (422, "unknown option or bad value"),
-                      (503, "queue full; see Retry-After"))}},
+                      (400, "bad image or mask"), (404, "unknown model"), (408, "the upload stalled"),
+                      (409, "no model for this task loaded"), (413, "upload or image too large"),
+                      (422, "unknown option or bad value"), (503, "queue full; see Retry-After"))}},
 }
 
 
@@ -365,7 +373,9 @@ def _upload_too_large(settings: ServeSettings) -> str:
 
 class UploadLimit:
     """Refuse request bodies over the limit with a JSON 413 before they are read in full: at once when
-    Content-Length is over it, else as soon as the bytes received pass it (a chunked body).
+    Content-Length is over it, else as soon as the bytes received pass it (a chunked body). A body that
+    stalls, no bytes for `read_timeout` seconds, is answered 408 and its connection closed, so that a
+    slow or stuck client cannot hold a connection and its spooled upload for ever.
 
     (FastAPI's own `max_body_size` answers plain text whenever Content-Length is over the limit.)
     """
@@ -387,13 +397,73 @@ class UploadLimit:
 
         async def counted_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.settings.read_timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload stalled: no data for {self.settings.read_timeout:g} s") from None
             received += len(message.get("body", b""))
             if received > limit:
                 raise HTTPException(413)     # inside the form parsing: the handlers answer it
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+# ------------------------------------------------------------------------------------ the API key
+class ApiKeyGuard:
+    """Answer 401 to any request under /v1 that lacks `Authorization: Bearer KEY`, before its body is read.
+
+    The key is compared in constant time (hmac.compare_digest); the answer says whether the key was
+    missing or wrong, and carries the WWW-Authenticate challenge of RFC 6750.
+    """
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX)):
+            refusal = self.refusal(Headers(scope=scope).get("authorization"))
+            if refusal is not None:
+                message, challenge = refusal
+                await _error(401, message, {"WWW-Authenticate": challenge})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, header: Optional[str]) -> Optional[tuple[str, str]]:
+        """(message, challenge) when `header` does not carry the key, else None."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return ("this server needs an API key: send the header 'Authorization: Bearer KEY' "
+                    "(the key given to resshift serve --api-key)", BEARER_CHALLENGE)
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes that were sent.
+        if not hmac.compare_digest(token.encode("latin-1"), self.key):
+            return "wrong API key", f'{BEARER_CHALLENGE}, error="invalid_token"'
+        return None
+
+
+def document_api_key(app: FastAPI) -> None:
+    """Mark the /v1 routes in /openapi.json as needing the Bearer key (ApiKeyGuard enforces it)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "the key given to resshift serve --api-key"}}
+        for path, operations in schema["paths"].items():
+            if path.startswith(API_PREFIX):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "missing or wrong API key",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        return schema
+
+    app.openapi = openapi
 
 
 # ------------------------------------------------------------------------------------ the errors
@@ -458,6 +528,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     if settings.static_dir.is_dir():    # StaticFiles would fail every request for a missing folder
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     app.add_middleware(UploadLimit, settings=settings)
+    if settings.api_key is not None:       # outside the upload limit: a refused request is never read
+        app.add_middleware(ApiKeyGuard, key=settings.api_key)
+        document_api_key(app)
+    if settings.cors_origins:              # outermost: preflight requests carry no key
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization"],
+                           expose_headers=["Content-Disposition", "X-Elapsed-Seconds", "Retry-After"])
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(HTTPException, _http_error)

@@ -4,6 +4,8 @@
 // paints a mask at the image's natural resolution); Run posts a multipart form to the task's endpoint
 // with an XMLHttpRequest (for upload progress); the image that comes back is shown beside the input
 // with a before/after slider, zoom and pan, and offered for download under the server's file name.
+// A server started with --api-key answers 401: the page then asks for the key in its key form, keeps it
+// for the browser session (sessionStorage) and sends it as `Authorization: Bearer KEY`.
 "use strict";
 
 // UI task -> the models' `task` field, the endpoint, and the form fields only that endpoint takes.
@@ -14,6 +16,7 @@ const TASKS = {
                     suffix: "restored" },
 };
 const MAX_ZOOM = 32;
+const KEY_STORAGE = "resshift-api-key";
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -76,6 +79,39 @@ const progress = {
   },
 };
 
+// ---------------------------------------------------------------- the API key
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// After a 401: show the key form (saying whether a key was sent and refused) and resolve once the user
+// has entered a key, which is kept for this browser session.
+function askForKey() {
+  const refused = sessionStorage.getItem(KEY_STORAGE) !== null;
+  sessionStorage.removeItem(KEY_STORAGE);
+  $("key-message").textContent = refused
+    ? "The server refused this key. Enter the key again."
+    : "This server needs an API key (the one given to resshift serve --api-key). It is kept until you " +
+      "close this tab.";
+  const form = $("key-form");
+  form.hidden = false;
+  $("key-input").value = "";
+  $("key-input").focus();
+  return new Promise((resolve) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const key = $("key-input").value.trim();
+      if (!key) return;
+      sessionStorage.setItem(KEY_STORAGE, key);
+      form.hidden = true;
+      form.onsubmit = null;
+      resolve();
+    };
+  });
+}
+
 // ---------------------------------------------------------------- models and options
 
 function currentTask() {
@@ -90,10 +126,19 @@ function currentModel() {
   return state.models.find((m) => m.name === $("model").value) || null;
 }
 
+// GET /v1/models, asking for the API key as long as the server answers 401.
+async function fetchModels() {
+  for (;;) {
+    const response = await fetch("/v1/models", { headers: { Accept: "application/json", ...authHeaders() } });
+    if (response.status !== 401) return response;
+    await askForKey();
+  }
+}
+
 async function loadModels() {
   let response;
   try {
-    response = await fetch("/v1/models", { headers: { Accept: "application/json" } });
+    response = await fetchModels();
   } catch (err) {
     showError("Could not reach the server to list its models. Is `resshift serve` still running?");
     return;
@@ -500,6 +545,7 @@ function send(endpoint, form) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", endpoint);
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "blob";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress.upload(e.loaded / e.total); };
     xhr.upload.onload = () => progress.processing();
@@ -509,6 +555,17 @@ function send(endpoint, form) {
     xhr.ontimeout = () => resolve(xhr);
     xhr.send(form);
   });
+}
+
+// send(), asking for the API key and sending again as long as the server answers 401.
+async function sendWithKey(endpoint, form) {
+  for (;;) {
+    const xhr = await send(endpoint, form);
+    if (xhr.status !== 401) return xhr;
+    progress.hide();
+    await askForKey();
+    progress.show();
+  }
 }
 
 async function run(event) {
@@ -533,7 +590,7 @@ async function run(event) {
   $("run").textContent = "Running…";
   progress.show();
   try {
-    const xhr = await send(TASKS[task].endpoint, form);
+    const xhr = await sendWithKey(TASKS[task].endpoint, form);
     if (xhr.status === 0) {
       showError("The request did not reach the server (network error). Is `resshift serve` still running?");
     } else if (xhr.status >= 200 && xhr.status < 300) {

@@ -120,6 +120,14 @@ class Scaled(torch.nn.Module):
         super().__init__()
         self.factor, self.input_scale = torch.nn.Parameter(torch.tensor(factor)), input_scale
 
+    @property
+    def device(self) -> torch.device:          # what the pipeline asks of its denoiser
+        return self.factor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.factor.dtype
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         return x * self.factor * self.input_scale
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,8 @@ from resshift.training.distill import (INVERSE_TIMESTEP, distillation_loss, mean
                                        student_from_teacher, teacher_chain, teacher_target)
 from resshift.training.losses import draw_t_and_noise
 from resshift.training.trainer import model_config_of, train
+
+from ddp import train_on_two_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,15 +251,7 @@ def test_an_inpainting_teacher_is_refused(hr_folder, tmp_path):
 def test_ddp_two_processes_match_one(hr_folder, teacher_dir, tmp_path):
     config = distill_config(hr_folder, teacher_dir, "optim.total_steps=2", "run.ckpt_interval=0")
     single = losses(train(config, tmp_path / "single"))
-    path = tmp_path / "ddp.yaml"                       # 2 processes x 2 micro-batches of 1 image
-    path.write_text(yaml.safe_dump(apply_overrides(config.to_dict(), ["optim.grad_accum=2"])))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "resshift", "train", str(path), "--out", str(tmp_path / "ddp"), "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "ddp" / "metrics.csv") as fp:
-        ddp = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fp)}
+    ddp = train_on_two_processes(config, tmp_path)     # 2 processes x 2 micro-batches of 1 image
     assert ddp.keys() == single.keys() == {1, 2}
     for step in (1, 2):
         assert ddp[step] == pytest.approx(single[step], rel=1e-5)

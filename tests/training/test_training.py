@@ -35,6 +35,8 @@ from resshift.training.config import ModelSpec, TrainConfig, apply_overrides, lo
 from resshift.training.losses import check_phase_crop, training_loss
 from resshift.training.trainer import build_pipeline, lr_factor, model_config_of, train
 
+from ddp import train_on_two_processes
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A 48-channel pixel-unshuffle (f = 4) latent: 32x32 crops -> 8x8 latents and 8x8 LR inputs.
@@ -440,16 +442,7 @@ def test_under_ddp_a_nan_on_one_rank_stops_every_rank_at_that_step(hr_folder, tm
 def test_ddp_two_processes_match_one(hr_folder, tmp_path):
     config = tiny_config(hr_folder, "optim.total_steps=2", "run.ckpt_interval=0", "run.val_interval=0")
     single = losses(train(config, tmp_path / "single"))
-    path = tmp_path / "ddp.yaml"                       # 2 processes x 2 micro-batches of 1 image
-    path.write_text(yaml.safe_dump(apply_overrides(config.to_dict(), ["optim.grad_accum=2"])))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "resshift", "train", str(path), "--out", str(tmp_path / "ddp"), "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "ddp" / "metrics.csv") as fp:
-        ddp = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fp)}
+    ddp = train_on_two_processes(config, tmp_path)     # 2 processes x 2 micro-batches of 1 image
     assert ddp.keys() == single.keys() == {1, 2}
     for step in (1, 2):
         assert ddp[step] == pytest.approx(single[step], rel=1e-5)

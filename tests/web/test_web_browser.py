@@ -16,9 +16,6 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -61,7 +58,6 @@ if MISSING is not None:
     pytest.skip(f"browser test skipped: {MISSING}", allow_module_level=True)
 
 import torch  # noqa: E402
-import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -70,6 +66,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
+from serving import served  # noqa: E402
 from resshift.pipeline import ResShiftPipeline  # noqa: E402
 from resshift.web.app import ServeSettings, create_app  # noqa: E402
 
@@ -95,23 +92,10 @@ def serving(settings: ServeSettings):
     app = create_app(settings)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # tiny networks: threads only add waiting on a busy machine
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))     # bound before uvicorn starts: no race for the port
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with served(app) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         torch.set_num_threads(threads)
 
 

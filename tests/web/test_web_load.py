@@ -4,33 +4,29 @@ server must end idle with no files left, and its memory must not grow from one r
 
 from __future__ import annotations
 
-import gc
 import io
 import itertools
-import socket
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
 
 from resshift.pipeline import ResShiftPipeline
 from resshift.web import ServeSettings, create_app
 
 from conftest import tiny_config
+from serving import STATM, resident_bytes, served
 
 CLIENTS = 8
 REQUESTS = 50
 SIZE = 16
 BACKOFF = 0.2
-STATM = Path("/proc/self/statm")
 
 
 @pytest.fixture
@@ -43,18 +39,8 @@ def server(tmp_path, monkeypatch, one_thread):
     uploads = tmp_path / "tempfile"     # after loading: torch may keep a cache folder in tempfile's
     uploads.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(uploads))
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", app.state.service, uploads
-    server.should_exit = True
-    thread.join(30)
-    listener.close()
+    with served(app) as port:
+        yield f"http://127.0.0.1:{port}", app.state.service, uploads
 
 
 def one_round(url: str, image: bytes) -> list[httpx.Response]:
@@ -92,10 +78,6 @@ def check(answers: list[httpx.Response]) -> int:
             assert Image.open(io.BytesIO(answer.content)).size == (SIZE * 4, SIZE * 4)
     return refused
 
-
-def resident_bytes() -> int:
-    gc.collect()
-    return int(STATM.read_text().split()[1]) * 4096     # statm counts pages; Linux pages are 4 KiB here
 
 
 @pytest.mark.skipif(not STATM.exists(), reason="reads the resident memory from Linux's /proc")

@@ -4,18 +4,14 @@ benchmarks/soak_server.py (which runs 2,000 from 16 against `resshift serve` in 
 
 from __future__ import annotations
 
-import gc
 import logging
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import soak_server  # noqa: E402
@@ -24,10 +20,10 @@ from resshift.pipeline import ResShiftPipeline  # noqa: E402
 from resshift.web import ServeSettings, create_app  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
+from serving import STATM, resident_bytes, served  # noqa: E402
 
 READ_TIMEOUT = 1.0
 MAX_UPLOAD_MB = 0.05
-STATM = Path("/proc/self/statm")
 
 
 @pytest.fixture
@@ -40,23 +36,9 @@ def server(tmp_path, monkeypatch, one_thread):
     uploads = tmp_path / "tempfile"
     uploads.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(uploads))
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield listener.getsockname()[1], app.state.service, uploads
-    server.should_exit = True
-    thread.join(30)
-    listener.close()
+    with served(app, log_level="critical") as port:
+        yield port, app.state.service, uploads
 
-
-def resident_bytes() -> int:
-    gc.collect()
-    return int(STATM.read_text().split()[1]) * 4096
 
 
 def test_a_stalled_upload_is_408_and_holds_no_worker(server):

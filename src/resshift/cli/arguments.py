@@ -1,9 +1,11 @@
-"""argparse value types shared by the commands: bounded integers and positive numbers."""
+"""What the commands share on the argparse side: bounded integers, positive numbers, the runtime flags."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+from ..models import BACKENDS, DTYPES
 
 
 def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -27,3 +29,14 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def add_runtime_arguments(group: argparse._ActionsContainer, models: str = "the model") -> None:
+    """--device, --dtype and --backend: where and how the networks run (batch commands and serve)."""
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
+    group.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                       help="auto: fp16 on CUDA, fp32 elsewhere (default)")
+    group.add_argument("--backend", choices=BACKENDS, default="torch",
+                       help=f"what runs the networks: torch (default), or onnxruntime on the CPU in fp32 ({models} "
+                            "exported to ONNX into the cache on first use; needs pip install \"resshift[onnx]\")")

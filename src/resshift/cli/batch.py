@@ -11,10 +11,10 @@ from ..color import COLOR_FIXES
 from ..distributed import INFERENCE_TIMEOUT, World, barrier, process_group, resolve_device
 from ..errors import InputError
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..models import BACKENDS, DTYPES, backend_device, load_model, resolve_dtype
+from ..models import backend_device, load_model, resolve_dtype
 from ..presets import PRESETS, Task
 from ..tasks import TASKS, check_task
-from .arguments import non_negative_int, positive_float, positive_int
+from .arguments import add_runtime_arguments, non_negative_int, positive_float, positive_int
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> argparse.ArgumentParser:
@@ -54,13 +54,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser, *, resizing: bool) -> a
         model.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default="none",
                            help="pull colours back to the input's (default: none; see below)")
     run = parser.add_argument_group("running")
-    run.add_argument("--device", default="auto",
-                     help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
-    run.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                     help="auto: fp16 on CUDA, fp32 elsewhere (default)")
-    run.add_argument("--backend", choices=BACKENDS, default="torch",
-                     help="what runs the networks: torch (default), or onnxruntime on the CPU in fp32 (the model "
-                          "is exported to ONNX into the cache on first use; needs pip install \"resshift[onnx]\")")
+    add_runtime_arguments(run)
     run.add_argument("-t", "--tile", type=non_negative_int,
                      help="tile size in input pixels; 0: no tiling (default: automatic from free memory)")
     run.add_argument("--tile-overlap", type=non_negative_int,

@@ -10,9 +10,8 @@ import socket
 import sys
 
 from ..errors import ResShiftError
-from ..models import BACKENDS, DTYPES
 from ..web.settings import ServeSettings
-from .arguments import int_in_range, non_negative_int, positive_float, positive_int
+from .arguments import add_runtime_arguments, int_in_range, non_negative_int, positive_float, positive_int
 
 API_KEY_ENV = "RESSHIFT_API_KEY"
 
@@ -87,13 +86,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--read-timeout", type=positive_float, default=ServeSettings.read_timeout, metavar="SECONDS",
                         help="an upload that sends nothing for this long is answered 408 and dropped "
                              f"(default: {ServeSettings.read_timeout:g})")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="auto: fp16 on CUDA, fp32 elsewhere (default)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="what runs the networks: torch (default), or onnxruntime on the CPU in fp32 (each model "
-                             "is exported to ONNX into the cache on first use; needs pip install \"resshift[onnx]\")")
+    add_runtime_arguments(parser, models="each model")
     parser.set_defaults(run=run_serve)
 
 

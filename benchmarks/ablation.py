@@ -14,8 +14,9 @@ exported EMA model is scored with the same seed (0), sampling with its own T:
 
     Val_SR      the given lq/ inputs against gt/ (32 pairs, 64 -> 256): PSNR-Y and SSIM (4-pixel border),
                 ST-LPIPS, and NIQE of the outputs
-    RealSet65   real photos, no reference: NIQE, and the seconds per image, wall clock and CPU (the denoiser's
-                cost grows with T)
+    RealSet65   real photos, no reference: the centre 128x128 of each LR photo (so that T = 30 costs minutes,
+                not an hour: the photos average 355x355), NIQE of the 512x512 outputs, and the seconds
+                per image, wall clock and CPU (the denoiser's cost grows with T)
 
 One JSON record per configuration goes to RESULTS (atomically; running a configuration again replaces its
 record; configurations whose record has the same step budget and --limit are skipped). `--report` prints
@@ -24,10 +25,10 @@ metric against T, p and kappa into IMAGES/ablation-{T,p,kappa}.png.
 
 Budget (measured on the project's shared 2-core Intel Xeon, 1 thread, while other jobs ran; wall clock was
 2.5x the CPU time there): one training step (16 crops, degradation included) takes 0.17-0.23 CPU-seconds,
-so the 6000-step budget is about 20 minutes a configuration; scoring costs about 65 x T x 1.4 seconds
-(RealSet65: 1.4 s per denoiser call on its mean 355x355 input) plus ~3 minutes (Val_SR, NIQE). The default
-sweep's 8 configurations (T summing to 119): ~2.7 h of training and ~3.0 h of scoring, ~5.7 CPU-hours in
-all; `--full` (the paper's 13 and T = 4) about 11 CPU-hours.
+so the 6000-step budget is about 20 minutes a configuration; scoring costs about 65 x T x 0.2 seconds
+(RealSet65 crops) plus ~3 minutes (Val_SR, NIQE). The default sweep's 8 configurations (T summing to
+119): ~2.7 h of training and ~1 h of scoring, ~3.7 CPU-hours in all; `--full` (the paper's 13 and T = 4)
+about 7 CPU-hours.
 
     python benchmarks/ablation.py [--only NAME ...] [--full] [--threads 1]       # train and score (resumable)
     python benchmarks/ablation.py --report                                      # table + plots
@@ -59,6 +60,7 @@ from bench_core import RESULTS, machine  # noqa: E402  (helpers shared by the be
 
 from resshift.batch import RestoreOptions  # noqa: E402
 from resshift.benchmark import model_method  # noqa: E402
+from resshift.data import center_crop  # noqa: E402
 from resshift.evaluation import evaluate_folders, images_by_stem  # noqa: E402
 from resshift.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 from resshift.imageio import Image, read_image, write_image  # noqa: E402
@@ -71,6 +73,7 @@ DATA = (ROOT / ".." / "shared" / "data").resolve()
 TRAIN = DATA / "train"
 VAL_SR, REALSET65 = DATA / "resshift_testdata" / "Val_SR", DATA / "resshift_testdata" / "RealSet65"
 STEPS, SEED, SCALE = 6000, 0, 4
+REALSET65_CROP = 128                              # LR pixels: the centre crop of each RealSet65 photo scored
 
 
 @dataclass(frozen=True)
@@ -180,14 +183,15 @@ def train_chain(chain: Chain, run_dir: Path, steps: int, device: str) -> Path:
 
 # --------------------------------------------------------------------------- scoring
 
-def restore_folder(pipe: ResShiftPipeline, inputs: dict[str, Path], out: Path) -> dict[str, float]:
-    """Each input through the model as `resshift upscale` runs it (seed SEED, untiled), written as PNG to
-    `out`; the mean wall-clock and CPU seconds of a call."""
+def restore_folder(pipe: ResShiftPipeline, inputs: dict[str, Path], out: Path,
+                   crop: Optional[int]) -> dict[str, float]:
+    """Each input (its centre `crop` x `crop` if given) through the model as `resshift upscale` runs it (seed
+    SEED, untiled), written as PNG to `out`; the mean wall-clock and CPU seconds of a call."""
     method = model_method(pipe, "ablation", RestoreOptions(seed=SEED, tile=0))
     out.mkdir(parents=True, exist_ok=True)
     wall = cpu = 0.0
     for name, path in sorted(inputs.items()):
-        pixels = read_image(path).pixels
+        pixels = center_crop(read_image(path).pixels, crop, multiple=1)
         start, start_cpu = time.perf_counter(), time.process_time()
         restored = method.upscale(pixels)
         wall, cpu = wall + time.perf_counter() - start, cpu + time.process_time() - start_cpu
@@ -201,13 +205,13 @@ def score_chain(export: Path, out: Path, limit: Optional[int], device: str) -> d
     lq = dict(sorted(images_by_stem(VAL_SR / "lq", "lq")[0].items())[:limit])
     real = dict(sorted(images_by_stem(REALSET65, "set")[0].items())[:limit])
     scores = {}
-    for key, inputs, gt in (("val_sr", lq, VAL_SR / "gt"), ("realset65", real, None)):
+    for key, inputs, gt, crop in (("val_sr", lq, VAL_SR / "gt", None), ("realset65", real, None, REALSET65_CROP)):
         folder = out / key
-        seconds = restore_folder(pipe, inputs, folder)
+        seconds = restore_folder(pipe, inputs, folder, crop)
         means = evaluate_folders(folder, metrics=("niqe",), scale=SCALE).means
         if gt is not None:
             means |= evaluate_folders(folder, gt, crop_border=SCALE, device=device).means
-        scores[key] = {"images": len(inputs), **means, **seconds}
+        scores[key] = {"images": len(inputs), "crop": crop, **means, **seconds}
     return scores
 
 
@@ -340,7 +344,8 @@ def report(results: Path, images: Path, full: bool) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="these configurations (e.g. T4-p0.3-k2)")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="these configurations, in this order (e.g. T15-p0.3-k2 T4-p0.3-k2)")
     parser.add_argument("--full", action="store_true", help="the paper's 13 configurations (and T = 4)")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run (default {STEPS})")
     parser.add_argument("--limit", type=int, help="only the first N images of each set (smoke runs)")
@@ -359,7 +364,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         unknown = sorted(set(args.only) - {chain.name for chain in chains})
         if unknown:
             parser.error(f"unknown configuration {unknown[0]}; choose from {', '.join(c.name for c in chains)}")
-        chains = [chain for chain in chains if chain.name in args.only]
+        by_name = {chain.name: chain for chain in chains}
+        chains = [by_name[name] for name in dict.fromkeys(args.only)]        # in the order given
     torch.set_num_threads(args.threads)
     logging.basicConfig(format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("resshift").setLevel(logging.INFO)

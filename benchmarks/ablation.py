@@ -183,11 +183,12 @@ def train_chain(chain: Chain, run_dir: Path, steps: int, device: str) -> Path:
 
 # --------------------------------------------------------------------------- scoring
 
-def restore_folder(pipe: ResShiftPipeline, inputs: dict[str, Path], out: Path,
-                   crop: Optional[int]) -> dict[str, float]:
+def restore_folder(pipe: ResShiftPipeline, inputs: dict[str, Path], out: Path, crop: Optional[int],
+                   steps: Optional[int]) -> dict[str, float]:
     """Each input (its centre `crop` x `crop` if given) through the model as `resshift upscale` runs it (seed
-    SEED, untiled), written as PNG to `out`; the mean wall-clock and CPU seconds of a call."""
-    method = model_method(pipe, "ablation", RestoreOptions(seed=SEED, tile=0))
+    SEED, untiled, `steps` of its chain or all), written as PNG to `out`; the mean wall-clock and CPU
+    seconds of a call."""
+    method = model_method(pipe, "ablation", RestoreOptions(seed=SEED, tile=0, steps=steps))
     out.mkdir(parents=True, exist_ok=True)
     wall = cpu = 0.0
     for name, path in sorted(inputs.items()):
@@ -199,15 +200,16 @@ def restore_folder(pipe: ResShiftPipeline, inputs: dict[str, Path], out: Path,
     return {"seconds_per_image": wall / len(inputs), "cpu_seconds_per_image": cpu / len(inputs)}
 
 
-def score_chain(export: Path, out: Path, limit: Optional[int], device: str) -> dict:
-    """Val_SR (PSNR-Y, SSIM, ST-LPIPS, NIQE) and RealSet65 (NIQE) of the exported model, with its own T."""
-    pipe = ResShiftPipeline.from_pretrained(export, device=device)
+def score_chain(pipe: ResShiftPipeline, out: Path, limit: Optional[int], device: str,
+                steps: Optional[int] = None) -> dict:
+    """Val_SR (PSNR-Y, SSIM, ST-LPIPS, NIQE) and RealSet65 (NIQE) of the model, sampled with its own T (or
+    `steps` of it, respaced)."""
     lq = dict(sorted(images_by_stem(VAL_SR / "lq", "lq")[0].items())[:limit])
     real = dict(sorted(images_by_stem(REALSET65, "set")[0].items())[:limit])
     scores = {}
     for key, inputs, gt, crop in (("val_sr", lq, VAL_SR / "gt", None), ("realset65", real, None, REALSET65_CROP)):
         folder = out / key
-        seconds = restore_folder(pipe, inputs, folder, crop)
+        seconds = restore_folder(pipe, inputs, folder, crop, steps)
         means = evaluate_folders(folder, metrics=("niqe",), scale=SCALE).means
         if gt is not None:
             means |= evaluate_folders(folder, gt, crop_border=SCALE, device=device).means
@@ -241,7 +243,8 @@ def run_chain(chain: Chain, args: argparse.Namespace) -> None:
     run_dir = args.runs / chain.name
     export = train_chain(chain, run_dir, args.steps, args.device)
     print(f"== {chain.name}: scoring {export}", file=sys.stderr)
-    scores = score_chain(export, run_dir / "eval", args.limit, args.device)
+    scores = score_chain(ResShiftPipeline.from_pretrained(export, device=args.device), run_dir / "eval", args.limit,
+                         args.device)
     record = {"name": chain.name, "T": chain.T, "p": chain.p, "kappa": chain.kappa, "train_steps": args.steps,
               "limit": args.limit, "seed": SEED, "threads": args.threads, "machine": machine(), **scores}
     save_record(args.results, record)

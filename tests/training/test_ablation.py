@@ -66,3 +66,18 @@ def test_report_from_a_results_file(tmp_path):
         blue[sweep] = int((np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=2) < 30).sum())
         assert f"images/ablation-{sweep}.png" in markdown
     assert blue["T"] > 3 * blue["p"] and blue["p"] == blue["kappa"] > 0     # T: two points joined; p, kappa: the base
+
+
+def test_distill_compare_rows_are_the_teacher_its_truncations_and_each_student(tiny_model_dir):
+    load_script()                                     # distill_compare imports it by name
+    spec = importlib.util.spec_from_file_location("distill_compare", SCRIPT.with_name("distill_compare.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    students = [module.named_folder("plain=runs/a"), module.named_folder("runs/b")]
+    assert students == [("plain", Path("runs/a")), ("student", Path("runs/b"))]
+    rows = module.rows_to_score(tiny_model_dir, students)      # the tiny model samples 4 steps
+    assert rows == [("teacher, 4 steps", tiny_model_dir, None), ("teacher truncated to 1", tiny_model_dir, 1),
+                    ("plain", Path("runs/a"), None), ("student", Path("runs/b"), None)]
+    record = {"name": "student", "denoiser_calls": 1, "val_sr": {"psnr": 23.456, "ssim": 0.61234, "stlpips": 0.41234,
+              "niqe": 6.1234}, "realset65": {"niqe": 5.4321, "cpu_seconds_per_image": 0.123}}
+    assert module.markdown([record]).splitlines()[-1] == "| student | 1 | 23.46 | 0.6123 | 0.4123 | 6.123 | 5.432 | 0.12 |"

@@ -23,12 +23,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ablation import SEED, score_chain  # noqa: E402
 from bench_core import RESULTS, machine  # noqa: E402
 
+from resshift.checkpoints import read_model_config  # noqa: E402
 from resshift.fileio import atomic_write_json  # noqa: E402
 from resshift.pipeline import ResShiftPipeline  # noqa: E402
 
 TRUNCATED_STEPS = (4, 1)
 COLUMNS = ((("val_sr", "psnr"), "Val_SR PSNR-Y", 2), (("val_sr", "ssim"), "SSIM", 4),
-           (("val_sr", "stlpips"), "ST-LPIPS", 4), (("val_sr", "niqe"), "NIQE Val_SR", 3), (("realset65", "niqe"), "NIQE RealSet65", 3),
+           (("val_sr", "stlpips"), "ST-LPIPS", 4), (("val_sr", "niqe"), "NIQE Val_SR", 3),
+           (("realset65", "niqe"), "NIQE RealSet65", 3),
            (("realset65", "cpu_seconds_per_image"), "CPU s/img RealSet65", 2))
 
 
@@ -40,7 +42,7 @@ def named_folder(text: str) -> tuple[str, Path]:
 
 def rows_to_score(teacher: Path, students: list[tuple[str, Path]]) -> list[tuple[str, Path, Optional[int]]]:
     """(row name, model folder, steps or None for all) in the table's order."""
-    steps = ResShiftPipeline.from_pretrained(teacher).config.schedule.num_steps
+    steps = read_model_config(teacher).schedule.num_steps
     rows = [(f"teacher, {steps} steps", teacher, None)]
     rows += [(f"teacher truncated to {n}", teacher, n) for n in TRUNCATED_STEPS if n < steps]
     return rows + [(name, folder, None) for name, folder in students]
@@ -66,10 +68,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N images of each set (smoke runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    records = []
+    records, pipes = [], {}
     for name, folder, steps in rows_to_score(args.teacher, args.student):
         print(f"== {name}: {folder}", file=sys.stderr, flush=True)
-        pipe = ResShiftPipeline.from_pretrained(folder)
+        if folder not in pipes:                        # the teacher's rows share one loaded model
+            pipes[folder] = ResShiftPipeline.from_pretrained(folder)
+        pipe = pipes[folder]
         out = args.out / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         scores = score_chain(pipe, out, args.limit, "cpu", steps)
         records.append({"name": name, "model": str(folder), "denoiser_calls": steps or pipe.config.schedule.num_steps,

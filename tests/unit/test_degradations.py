@@ -18,6 +18,7 @@ from resshift.degradations import (FirstOrderDegradation, RealESRGANDegradation,
                                    random_blur_kernel, random_final_sinc, random_mixed_kernel, realesrgan_x2,
                                    sinc_kernel)
 from resshift.errors import ConfigError, InputError
+from resshift.metrics import blockiness
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BICUBIC = DATA / "resshift_testdata" / "Bicubicx4"
@@ -194,6 +195,24 @@ def test_degrade_contract_and_determinism(crops, config):
     c = degrade(crops, config, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_jpeg_last_puts_the_blocks_on_the_lr_grid():
+    """With the JPEG after the final resize (jpeg_last_prob 1) a strongly compressed LR steps across its own
+    8x8 grid far more than inside the blocks; with the JPEG before the resize (0) the blocks are shrunk off
+    that grid. Only the order differs: no blur, noise or second stage."""
+    needs(SET14)
+    hr = load(SET14 / "img_001.png")[..., :256, :256]
+    plain = dict(kernel_prob=(1, 0, 0, 0, 0, 0), sinc_prob=0.0, blur_sigma=(0.2, 0.2), resize_prob=(0, 0, 1),
+                 gaussian_noise_prob=0.0, poisson_scale_range=(0.0, 0.0), jpeg_range=(100, 100),
+                 second_order_prob=0.0, final_sinc_prob=0.0, jpeg_range2=(10, 10))
+    blocking = {}
+    for prob in (0.0, 1.0):
+        lr = degrade(hr, RealESRGANDegradation(jpeg_last_prob=prob, **plain), torch.Generator().manual_seed(0))
+        blocking[prob] = blockiness(lr[0].permute(1, 2, 0).numpy())
+    assert blocking[1.0] > 1.5 and blocking[0.0] < 1.2
+    with pytest.raises(ConfigError):
+        RealESRGANDegradation(jpeg_last_prob=1.5)
 
 
 def test_degrade_varies_per_image(crops):

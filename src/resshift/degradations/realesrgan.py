@@ -88,6 +88,9 @@ class RealESRGANDegradation(Config):
     jpeg_range2: tuple[float, float] = (30.0, 95.0)
     # final sinc filter (support drawn like stage-2 kernels, padded to blur_kernel_size2)
     final_sinc_prob: float = 0.8
+    # how often the final JPEG comes after the resize to the LR size, so that its 8x8 blocks lie on the LR
+    # grid as in a saved JPEG photo (official: 0.5, either order alike); more teaches deblocking
+    jpeg_last_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.sf, int) or self.sf < 1:
@@ -104,7 +107,7 @@ class RealESRGANDegradation(Config):
             check_range(f"jpeg_range{s}", getattr(self, f"jpeg_range{s}"), 1.0, 100.0)
             for name in ("sinc_prob", "gaussian_noise_prob", "gray_noise_prob"):
                 check_prob(name + s, getattr(self, name + s))
-        for name in ("second_order_prob", "second_blur_prob", "final_sinc_prob"):
+        for name in ("second_order_prob", "second_blur_prob", "final_sinc_prob", "jpeg_last_prob"):
             check_prob(name, getattr(self, name))
 
 
@@ -313,7 +316,7 @@ def degrade(hr: Tensor, config: RealESRGANDegradation, generator: torch.Generato
                           cfg.gray_noise_prob2)
 
     # [resize to the LR size + sinc] and JPEG, in random order
-    if _chance(g, 0.5):
+    if _chance(g, cfg.jpeg_last_prob):
         x = filter2d(F.interpolate(x, size=lr_size, mode=_random_mode(g)), sinc)
         x = _random_jpeg(x, g, cfg.jpeg_range2)
     else:

@@ -13,7 +13,7 @@ an interrupted run continues where its last checkpoint left it when the script i
 exported EMA model is scored with the same seed (0), sampling with its own T:
 
     Val_SR      the given lq/ inputs against gt/ (32 pairs, 64 -> 256): PSNR-Y and SSIM (4-pixel border),
-                ST-LPIPS, and NIQE of the outputs
+                ST-LPIPS, NIQE of the outputs, and their fine detail over the ground truths' (`detail_ratio`)
     RealSet65   real photos, no reference: the centre 128x128 of each LR photo (so that T = 30 costs minutes,
                 not an hour: the photos average 355x355), NIQE of the 512x512 outputs, and the seconds
                 per image, wall clock and CPU (the denoiser's cost grows with T)
@@ -32,6 +32,7 @@ about 7 CPU-hours.
 
     python benchmarks/ablation.py [--only NAME ...] [--full] [--threads 1]       # train and score (resumable)
     python benchmarks/ablation.py --report                                      # table + plots
+    python benchmarks/ablation.py --add-detail      # the detail column for records scored before it existed
     python benchmarks/ablation.py --only T4-p0.3-k2 T10-p0.3-k2 --steps 2 --limit 2 \\
         --runs /tmp/ablation-smoke --results /tmp/ablation-smoke.json          # a smoke run in minutes
 """
@@ -51,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import cv2
+import numpy as np
 import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
@@ -64,6 +67,7 @@ from resshift.data import center_crop  # noqa: E402
 from resshift.evaluation import evaluate_folders, images_by_stem  # noqa: E402
 from resshift.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 from resshift.imageio import Image, read_image, write_image  # noqa: E402
+from resshift.metrics.psnr_ssim import rgb_to_y  # noqa: E402
 from resshift.pipeline import ResShiftPipeline  # noqa: E402
 from resshift.training import TrainConfig, train  # noqa: E402
 from resshift.training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
@@ -114,7 +118,8 @@ PAPER_TABLE1 = {
 PAPER_COLUMNS = ("PSNR", "SSIM", "LPIPS", "CLIPIQA", "MUSIQ")
 # Our columns: (record path, header, digits, which way is better).
 OUR_COLUMNS = ((("val_sr", "psnr"), "PSNR-Y", 2, "higher"), (("val_sr", "ssim"), "SSIM", 4, "higher"),
-               (("val_sr", "stlpips"), "ST-LPIPS", 4, "lower"), (("val_sr", "niqe"), "NIQE Val_SR", 3, "lower"),
+               (("val_sr", "stlpips"), "ST-LPIPS", 4, "lower"), (("val_sr", "detail"), "detail Val_SR", 3, "closer to 1"),
+               (("val_sr", "niqe"), "NIQE Val_SR", 3, "lower"),
                (("realset65", "niqe"), "NIQE RealSet65", 3, "lower"),
                (("realset65", "cpu_seconds_per_image"), "CPU s/img RealSet65", 1, "lower"))
 
@@ -213,8 +218,37 @@ def score_chain(pipe: ResShiftPipeline, out: Path, limit: Optional[int], device:
         means = evaluate_folders(folder, metrics=("niqe",), scale=SCALE).means
         if gt is not None:
             means |= evaluate_folders(folder, gt, crop_border=SCALE, device=device).means
+            means["detail"] = detail_ratio(folder, gt)
         scores[key] = {"images": len(inputs), "crop": crop, **means, **seconds}
     return scores
+
+
+def fine_detail_energy(pixels: np.ndarray) -> float:
+    """Mean square of the luma minus its Gaussian blur (sigma 1 pixel): the image's finest detail."""
+    luma = rgb_to_y(pixels)
+    return float(np.mean((luma - cv2.GaussianBlur(luma, (0, 0), 1.0)) ** 2))
+
+
+def detail_ratio(outputs: Path, references: Path) -> float:
+    """The outputs' fine-detail energy over their references', summed over the set (outputs matched by
+    stem): 1 = as much fine detail as the ground truth, below 1 = smoother, above 1 = added texture or noise.
+    Not a quality score: it says which way a configuration errs, which ST-LPIPS (blur costs it most) and
+    PSNR (blur costs it least) both reflect."""
+    pairs = [(path, references / path.name) for path in sorted(outputs.glob("*.png"))]
+    missing = [str(reference) for _, reference in pairs if not reference.is_file()]
+    if not pairs or missing:
+        raise FileNotFoundError(f"{outputs}: no outputs, or no reference for {missing[:1]}")
+    ours = sum(fine_detail_energy(read_image(output).pixels) for output, _ in pairs)
+    return ours / sum(fine_detail_energy(read_image(reference).pixels) for _, reference in pairs)
+
+
+def add_detail(results: Path, runs: Path) -> None:
+    """The detail column for records scored before it existed, from the Val_SR outputs kept in each run."""
+    for record in read_records(results):
+        if "detail" not in record["val_sr"]:
+            record["val_sr"]["detail"] = detail_ratio(runs / record["name"] / "eval" / "val_sr", VAL_SR / "gt")
+            save_record(results, record)
+            print(f"== {record['name']}: detail {record['val_sr']['detail']:.3f}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- results
@@ -315,7 +349,8 @@ def draw_sweep(records: Sequence[dict], sweep: str, full: bool, path: Path) -> N
     """IMAGES/ablation-<sweep>.png: one panel per metric, each against the sweep's values."""
     by_chain = {(r["T"], r["p"], r["kappa"]): r for r in records}
     panel_w, panel_h = 300, 220
-    image = PILImage.new("RGB", (panel_w * 3 + 20, panel_h * 2 + 40), "white")
+    rows = math.ceil(len(OUR_COLUMNS) / 3)
+    image = PILImage.new("RGB", (panel_w * 3 + 20, panel_h * rows + 40), "white")
     draw = ImageDraw.Draw(image)
     fixed = ", ".join(f"{k} {getattr(BASE, k):g}" for k in ("T", "p", "kappa") if k != sweep)
     draw.text((8, 8), f"ResShift ablation: {sweep} ({fixed}); compact CPU models, Val_SR and RealSet65",
@@ -358,7 +393,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS / "ablation.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images", help="--report: plot folder")
     parser.add_argument("--report", action="store_true", help="print the table and draw the plots; no training")
+    parser.add_argument("--add-detail", action="store_true",
+                        help="add the detail column to records scored without it (their outputs in --runs)")
     args = parser.parse_args(argv)
+    if args.add_detail:
+        add_detail(args.results, args.runs)
+        return
     if args.report:
         print(report(args.results, args.images, args.full))
         return

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from resshift.training.config import config_differences
@@ -54,7 +55,7 @@ def test_report_from_a_results_file(tmp_path):
     markdown = ablation.report(results, tmp_path / "images", full=False)
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 10                                   # header, 4 T rows, 3 p rows, 3 kappa rows
-    assert "| T | 4 | 0.3 | 2 | – | – | – | – | – | 21.25 | 0.6100 | 0.4200 | 6.500 | 5.900 | 4.5 |" in rows
+    assert "| T | 4 | 0.3 | 2 | – | – | – | – | – | 21.25 | 0.6100 | 0.4200 | – | 6.500 | 5.900 | 4.5 |" in rows
     base_rows = [row for row in rows if row.startswith(("| T | 15 | 0.3 | 2 |", "| p | 15 | 0.3 | 2 |",
                                                         "| κ | 15 | 0.3 | 2 |"))]
     assert len(base_rows) == 3
@@ -66,6 +67,23 @@ def test_report_from_a_results_file(tmp_path):
         blue[sweep] = int((np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=2) < 30).sum())
         assert f"images/ablation-{sweep}.png" in markdown
     assert blue["T"] > 3 * blue["p"] and blue["p"] == blue["kappa"] > 0     # T: two points joined; p, kappa: the base
+
+
+def test_detail_ratio_is_the_square_of_the_contrast(tmp_path):
+    """Luma and the Gaussian blur are affine, so an output with a times the reference's contrast around grey
+    has a^2 of its fine-detail energy; 8-bit PNGs round that only in the third digit."""
+    ablation = load_script()
+    reference = np.random.default_rng(0).uniform(0.2, 0.8, size=(48, 64, 3))
+    for folder, contrast in (("gt", 1.0), ("same", 1.0), ("soft", 0.5), ("sharp", 1.5)):
+        (tmp_path / folder).mkdir()
+        pixels = 0.5 + contrast * (reference - 0.5)
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(tmp_path / folder / "a.png")
+    assert ablation.detail_ratio(tmp_path / "same", tmp_path / "gt") == 1.0
+    assert abs(ablation.detail_ratio(tmp_path / "soft", tmp_path / "gt") - 0.25) < 3e-3
+    assert abs(ablation.detail_ratio(tmp_path / "sharp", tmp_path / "gt") - 2.25) < 1e-2
+    (tmp_path / "gt" / "a.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no reference"):
+        ablation.detail_ratio(tmp_path / "soft", tmp_path / "gt")
 
 
 def test_distill_compare_rows_are_the_teacher_its_truncations_and_each_student(tiny_model_dir):

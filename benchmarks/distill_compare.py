@@ -2,8 +2,8 @@
 
 Rows: the teacher with all its steps, the teacher truncated (official respacing) to 4 and to 1 step without
 distillation, and each student (one step). Every row is scored by `ablation.score_chain`, with the same seed:
-Val_SR PSNR-Y, SSIM, ST-LPIPS and NIQE; NIQE of RealSet65's centre crops; wall-clock and CPU seconds per
-image. Writes benchmarks/results/distill.json (atomically) and prints a markdown table for docs/research.md.
+Val_SR PSNR-Y, SSIM, ST-LPIPS, NIQE and the fine detail against the ground truth's (`ablation.detail_ratio`);
+NIQE of RealSet65's centre crops; wall-clock and CPU seconds per image. Writes benchmarks/results/distill.json (atomically) and prints a markdown table for docs/research.md.
 
     python benchmarks/distill_compare.py --teacher runs/ablation/T15-p0.3-k2/export \\
         --student runs/distill-T15/export [--student NAME=FOLDER ...] [--threads 1] [--limit N]
@@ -29,7 +29,8 @@ from resshift.pipeline import ResShiftPipeline  # noqa: E402
 
 TRUNCATED_STEPS = (4, 1)
 COLUMNS = ((("val_sr", "psnr"), "Val_SR PSNR-Y", 2), (("val_sr", "ssim"), "SSIM", 4),
-           (("val_sr", "stlpips"), "ST-LPIPS", 4), (("val_sr", "niqe"), "NIQE Val_SR", 3),
+           (("val_sr", "stlpips"), "ST-LPIPS", 4), (("val_sr", "detail"), "detail Val_SR", 3),
+           (("val_sr", "niqe"), "NIQE Val_SR", 3),
            (("realset65", "niqe"), "NIQE RealSet65", 3),
            (("realset65", "cpu_seconds_per_image"), "CPU s/img RealSet65", 2))
 

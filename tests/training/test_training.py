@@ -433,9 +433,9 @@ def test_under_ddp_a_nan_on_one_rank_stops_every_rank_at_that_step(hr_folder, tm
          "train", str(path), "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("resshift train: error:")]
-    assert len(lines) == 2, result.stderr[-3000:]                       # each rank says it once, the same
-    assert all("became NaN or infinite at step 3 (on 1 of 2 processes)" in line for line in lines)
+    # Each rank says it once, the same; the two ranks share stderr, so their lines may run together.
+    assert result.stderr.count("resshift train: error:") == 2, result.stderr[-3000:]
+    assert result.stderr.count("became NaN or infinite at step 3 (on 1 of 2 processes)") == 2
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step_00000002.pt"]
 
 

@@ -118,7 +118,8 @@ PAPER_TABLE1 = {
 PAPER_COLUMNS = ("PSNR", "SSIM", "LPIPS", "CLIPIQA", "MUSIQ")
 # Our columns: (record path, header, digits, which way is better).
 OUR_COLUMNS = ((("val_sr", "psnr"), "PSNR-Y", 2, "higher"), (("val_sr", "ssim"), "SSIM", 4, "higher"),
-               (("val_sr", "stlpips"), "ST-LPIPS", 4, "lower"), (("val_sr", "detail"), "detail Val_SR", 3, "closer to 1"),
+               (("val_sr", "stlpips"), "ST-LPIPS", 4, "lower"),
+               (("val_sr", "detail"), "detail Val_SR", 3, "closer to 1"),
                (("val_sr", "niqe"), "NIQE Val_SR", 3, "lower"),
                (("realset65", "niqe"), "NIQE RealSet65", 3, "lower"),
                (("realset65", "cpu_seconds_per_image"), "CPU s/img RealSet65", 1, "lower"))
@@ -235,9 +236,11 @@ def detail_ratio(outputs: Path, references: Path) -> float:
     Not a quality score: it says which way a configuration errs, which ST-LPIPS (blur costs it most) and
     PSNR (blur costs it least) both reflect."""
     pairs = [(path, references / path.name) for path in sorted(outputs.glob("*.png"))]
-    missing = [str(reference) for _, reference in pairs if not reference.is_file()]
-    if not pairs or missing:
-        raise FileNotFoundError(f"{outputs}: no outputs, or no reference for {missing[:1]}")
+    if not pairs:
+        raise FileNotFoundError(f"{outputs}: no PNG outputs to measure")
+    missing = [reference for _, reference in pairs if not reference.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no reference for the output of the same name in {outputs}")
     ours = sum(fine_detail_energy(read_image(output).pixels) for output, _ in pairs)
     return ours / sum(fine_detail_energy(read_image(reference).pixels) for _, reference in pairs)
 

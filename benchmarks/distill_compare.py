@@ -3,7 +3,8 @@
 Rows: the teacher with all its steps, the teacher truncated (official respacing) to 4 and to 1 step without
 distillation, and each student (one step). Every row is scored by `ablation.score_chain`, with the same seed:
 Val_SR PSNR-Y, SSIM, ST-LPIPS, NIQE and the fine detail against the ground truth's (`ablation.detail_ratio`);
-NIQE of RealSet65's centre crops; wall-clock and CPU seconds per image. Writes benchmarks/results/distill.json (atomically) and prints a markdown table for docs/research.md.
+NIQE of RealSet65's centre crops; wall-clock and CPU seconds per image. Writes benchmarks/results/distill.json
+(atomically) and prints a markdown table for docs/research.md.
 
     python benchmarks/distill_compare.py --teacher runs/ablation/T15-p0.3-k2/export \\
         --student runs/distill-T15/export [--student NAME=FOLDER ...] [--threads 1] [--limit N]

@@ -55,7 +55,8 @@ def test_report_from_a_results_file(tmp_path):
     markdown = ablation.report(results, tmp_path / "images", full=False)
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 10                                   # header, 4 T rows, 3 p rows, 3 kappa rows
-    assert "| T | 4 | 0.3 | 2 | – | – | – | – | – | 21.25 | 0.6100 | 0.4200 | – | 6.500 | 5.900 | 4.5 |" in rows
+    assert ("| T | 4 | 0.3 | 2 | – | – | – | – | – | 21.25 | 0.6100 | 0.4200 | – | 6.500 | 5.900 | 4.5 |"
+            in rows)
     base_rows = [row for row in rows if row.startswith(("| T | 15 | 0.3 | 2 |", "| p | 15 | 0.3 | 2 |",
                                                         "| κ | 15 | 0.3 | 2 |"))]
     assert len(base_rows) == 3

@@ -17,8 +17,9 @@ The peers (SPAN x4, Real-ESRGAN x4plus; CPU, ncnn) join every run when installed
         [--limit N] [--steps N] [--device auto] [--dtype auto] [--threads N] [--out bench-models]
 
 `--limit 2` with tiny random models checks in minutes that everything runs; `--realsr-model none` (or
-`--bicubic-model none`) leaves one model's runs out; `--speed-only` times the models without the quality
-runs (the quality numbers don't depend on the machine's load, the times do).
+`--bicubic-model none`) leaves one model's runs out; `--no-peers` leaves the peers out (their numbers don't
+change between runs: ncnn on the same inputs); `--speed-only` times the models without the quality runs (the
+quality numbers don't depend on the machine's load, the times do).
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--speed-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS / "bench_models.json")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="leave the ncnn peers out (Real-ESRGAN x4plus takes about 65 s per RealSet65 photo)")
     parser.add_argument("--speed-only", action="store_true",
                         help="only the speed table (e.g. again on an idle machine), no quality runs")
     args = parser.parse_args()
@@ -152,7 +155,7 @@ def main() -> None:
         parser.error("every model is 'none': nothing to benchmark")
     models = {group: {model_name(spec): load_model(spec, device=args.device, dtype=dtype) for spec in group_specs}
               for group, group_specs in specs.items()}
-    peers = peers_available()
+    peers = args.peers and peers_available()
     results = {} if args.speed_only else quality_runs(args, models, peers)
     speed = speed_run(args, {name: pipe for group in models.values() for name, pipe in group.items()}, peers)
     payload = {"machine": machine(), "device": str(args.device), "dtype": str(dtype).removeprefix("torch."),

@@ -691,6 +691,29 @@ def test_curves_show_the_perceptual_term_when_nothing_is_validated(tmp_path):
     assert red_pixels_on_the_right(with_term) > 20         # the ST-LPIPS curve
 
 
+def test_curves_of_an_adversarial_run_add_the_generator_and_discriminator_losses(tmp_path):
+    from resshift.training.logs import MetricsLog, draw_curves
+
+    def third_panel(rows: list[dict]) -> np.ndarray | None:
+        metrics = MetricsLog(tmp_path, tensorboard=False)
+        for row in rows:
+            metrics.write(row)
+        draw_curves(metrics, tmp_path / "curves.png")
+        pixels = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB")).astype(int)
+        return pixels[40:, 900:] if pixels.shape[1] > 900 else None
+
+    def count(pixels: np.ndarray, colour: str) -> int:
+        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        return int((np.abs(pixels - rgb).sum(axis=2) < 30).sum())
+
+    plain = [{"step": s, "loss": 1 / s, "mse": 0.1, "perceptual": 0.3, "gan": 0.0, "critic": 0.0} for s in (25, 50)]
+    adversarial = [{"step": s, "loss": 1 / s, "mse": 0.1, "perceptual": 0.3, "gan": 0.7 + s / 100,
+                    "critic": 1.4 - s / 100} for s in (25, 50, 75)]
+    assert third_panel(plain) is None                      # no discriminator: two panels, as before
+    panel = third_panel(adversarial)
+    assert count(panel, "#2ca02c") > 20 and count(panel, "#ff7f0e") > 20   # both curves, below the legend
+
+
 def test_resume_on_another_number_of_processes_reseeds_from_the_keys(caplog):
     from resshift.data import KEY_RESEED, keyed_seed
     from resshift.distributed import World

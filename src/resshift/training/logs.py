@@ -83,17 +83,28 @@ def _font(size: int = 12) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], points: Sequence[tuple[int, float]],
-          title: str, colour: str, log_y: bool = False) -> None:
-    """One panel: axes, min/max labels and the polyline of `points` inside `box`."""
+Series = tuple[str, str, Sequence[tuple[int, float]]]     # (legend, colour, (step, value) points)
+
+
+def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], series: Sequence[Series], title: str,
+          log_y: bool = False) -> None:
+    """One panel: axes, min/max labels and one polyline per series inside `box`, on a shared scale; a
+    panel of several series names each in its colour under the title."""
     left, top, right, bottom = box
     font = _font()
     draw.rectangle(box, outline="#888888")
     draw.text((left + 6, top + 4), title, fill="black", font=font)
-    pts = [(s, math.log10(v) if log_y else v) for s, v in points if math.isfinite(v) and (v > 0 or not log_y)]
+    lines = [(colour, [(s, math.log10(v) if log_y else v) for s, v in points
+                       if math.isfinite(v) and (v > 0 or not log_y)]) for _, colour, points in series]
+    pts = [p for _, points in lines for p in points]
     if len(pts) < 1:
         draw.text((left + 6, top + 22), "no data yet", fill="#888888", font=font)
         return
+    if len(series) > 1:
+        x = left + 6 + int(draw.textlength(title, font=font)) + 12
+        for legend, colour, _ in series:
+            draw.text((x, top + 4), legend, fill=colour, font=font)
+            x += int(draw.textlength(legend, font=font)) + 12
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1e-9
@@ -108,26 +119,36 @@ def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], points: Seq
     draw.text((left + 4, inner[3] - 6), label(y0), fill="black", font=font)
     draw.text((inner[0], bottom - 16), f"step {x0}", fill="black", font=font)
     draw.text((inner[2] - 70, bottom - 16), f"step {x1}", fill="black", font=font)
-    line = [at(s, v) for s, v in pts]
-    if len(line) == 1:
-        x, y = line[0]
-        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-    else:
-        draw.line(line, fill=colour, width=2)
+    for colour, points in lines:
+        line = [at(s, v) for s, v in points]
+        if len(line) == 1:
+            x, y = line[0]
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+        elif line:
+            draw.line(line, fill=colour, width=2)
 
 
-def draw_curves(metrics: MetricsLog, path: Path, size: tuple[int, int] = (900, 360)) -> None:
+def draw_curves(metrics: MetricsLog, path: Path, panel: tuple[int, int] = (450, 360)) -> None:
     """curves.png: training loss (log scale) and validation PSNR-Y side by side; a run without validation
-    but with the perceptual term shows that term (ST-LPIPS on the training crops) instead."""
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    _plot(draw, (5, 5, width // 2 - 5, height - 5), metrics.series("loss"), "training loss", "#1f77b4", log_y=True)
+    but with the perceptual term shows that term (ST-LPIPS on the training crops) instead, and an
+    adversarial run adds a third panel with the generator's adversarial loss beside the discriminator's."""
     right, title = metrics.series("val_psnr"), "validation PSNR-Y (dB), EMA model"
     perceptual = [(step, value) for step, value in metrics.series("perceptual") if value > 0]
     if not right and perceptual:
         right, title = perceptual, "ST-LPIPS on the training crops"
-    _plot(draw, (width // 2 + 5, 5, width - 5, height - 5), right, title, "#d62728")
+    panels = [([("loss", "#1f77b4", metrics.series("loss"))], "training loss", True),
+              ([(title, "#d62728", right)], title, False)]
+    adversarial = [(step, value) for step, value in metrics.series("critic") if value > 0]
+    if adversarial:     # the steps where the discriminator trained
+        steps = {step for step, _ in adversarial}
+        generator = [(step, value) for step, value in metrics.series("gan") if step in steps]
+        panels.append(([("generator", "#2ca02c", generator), ("discriminator", "#ff7f0e", adversarial)],
+                       "adversarial losses", False))
+    width, height = panel
+    image = Image.new("RGB", (width * len(panels), height), "white")
+    draw = ImageDraw.Draw(image)
+    for index, (series, name, log_y) in enumerate(panels):
+        _plot(draw, (index * width + 5, 5, (index + 1) * width - 5, height - 5), series, name, log_y=log_y)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

@@ -124,6 +124,8 @@ QUALITY = {
     "bicubic-x4": [(_set5_gain_over_bicubic, 2.1)],   # measured 2.29 dB
     "realsr-x4": [(_val_sr_stlpips_gain, 1.7),        # measured 1.84 (0.54x bicubic's ST-LPIPS)
                   (_val_sr_grid_margin, 0.8)],        # measured 0.99; the grid-drawing candidate 0.13
+    "realsr-x4-v2": [(_val_sr_stlpips_gain, 1.7),     # measured 1.84 (v1's checks: v2 must not lose them)
+                     (_val_sr_grid_margin, 0.8)],     # measured 0.99
     "inpaint-natural": [(_hole_stlpips_gain_over_telea, 1.01),   # measured 1.021 (beats Telea: above 1)
                         (_hole_shift_headroom, 0.5)],           # measured 1.43 (shift RMS 0.57 levels)
 }

@@ -203,9 +203,10 @@ def choose_tile(pipe: ResShiftPipeline, height: int, width: int, scale: float,
     it is estimated to need beyond the loaded model (see `memory`)."""
     out_h, out_w = output_size(height, width, max(scale, pipe.config.scale))
     cond_scale = pipe.config.autoencoder.downsample_factor // pipe.config.scale
+    max_latent = memory.AUTO_TILE_MAX_LATENT if pipe.config.autoencoder.global_attention else None
     tile, need = memory.auto_tile(latent_size(pipe, height, width), out_h * out_w,
                                   multiple=pipe.unet.config.size_multiple, device=pipe.device,
-                                  dtype=pipe.dtype, available=available)
+                                  dtype=pipe.dtype, available=available, max_latent=max_latent)
     return (None if tile is None else tile * cond_scale), need
 
 

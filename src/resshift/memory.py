@@ -103,13 +103,15 @@ def estimate_peak(output_pixels: int, latent_tile: int, dtype: torch.dtype = tor
 
 def auto_tile(latent_size: tuple[int, int], output_pixels: int, *, multiple: int,
               device: torch.device, dtype: torch.dtype = torch.float32,
-              available: Optional[int] = None) -> tuple[Optional[int], int]:
+              available: Optional[int] = None,
+              max_latent: Optional[int] = AUTO_TILE_MAX_LATENT) -> tuple[Optional[int], int]:
     """The largest latent tile side that fits in memory, or None when the whole image fits in one.
 
     Returns (latent tile or None, bytes needed by that choice). The tile is a multiple of `multiple`
-    (the denoiser's window constraint), at most AUTO_TILE_MAX_LATENT (larger tiles buy little and
-    make the autoencoder's global attention slow), and at least `multiple` even when the budget is
-    smaller than that: the caller compares the returned need with the available memory.
+    (the denoiser's window constraint), at most `max_latent` (AUTO_TILE_MAX_LATENT for an autoencoder
+    with global attention, where larger tiles buy little and make that attention slow; None: memory is
+    the only bound), and at least `multiple` even when the budget is smaller than that: the caller
+    compares the returned need with the available memory.
     """
     if available is None:
         available = available_memory(device)
@@ -117,7 +119,7 @@ def auto_tile(latent_size: tuple[int, int], output_pixels: int, *, multiple: int
     fixed = estimate_peak(output_pixels, 0, dtype)
     per_pixel = estimate_peak(0, 1, dtype)
     side = math.isqrt(max(0, int(budget - fixed)) // max(1, per_pixel))
-    side = max(multiple, min(side, AUTO_TILE_MAX_LATENT) // multiple * multiple)
+    side = max(multiple, min(side, max_latent or side) // multiple * multiple)
     height, width = latent_size
     if height * width <= side**2:
         return None, estimate_peak(output_pixels, math.isqrt(height * width - 1) + 1, dtype)

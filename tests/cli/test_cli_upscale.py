@@ -19,7 +19,8 @@ from PIL import Image, ImageCms
 
 from resshift import memory
 from resshift.cli import main
-from resshift.batch import Inputs, plan_jobs, resize
+from resshift.batch import Inputs, choose_tile, plan_jobs, resize
+from resshift.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -353,6 +354,18 @@ def test_auto_tile_follows_free_memory(tmp_path, upscale, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 2**16)
     code, _, err = upscale("-i", tmp_path / "in", "-o", tmp_path / "out")
     assert code == 1 and "GiB is free" in err and "im1.png" in err
+
+
+def test_only_a_vqgan_caps_the_automatic_tile(tiny_model_dir):
+    """The cap exists for the VQGAN's global attention; the bundled models' pixel-unshuffle latent has none,
+    and four overlapping 128-pixel tiles made their 256x256 upscale take twice the untiled time."""
+    gib = 2**30
+    bundled, vqgan = load_model("realsr-x4"), load_model(tiny_model_dir)
+    assert not bundled.config.autoencoder.global_attention and vqgan.config.autoencoder.global_attention
+    assert choose_tile(bundled, 256, 256, 4, available=8 * gib)[0] is None
+    # memory-bound: isqrt((0.7 x 8 GiB - 64 B x 4096^2) / 64,000 B) = 277 latent pixels, down to a multiple of 32
+    assert choose_tile(bundled, 1024, 1024, 4, available=8 * gib)[0] == 256
+    assert choose_tile(vqgan, 1024, 1024, 4, available=8 * gib)[0] == memory.AUTO_TILE_MAX_LATENT
 
 
 def test_max_pixels_also_bounds_the_padded_input(tmp_path, upscale, tiny_model_dir):

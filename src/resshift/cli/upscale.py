@@ -21,8 +21,9 @@ inputs and outputs:
 
 tiling and memory:
   Without --tile the tile is chosen per image from the free memory (RAM, or GPU memory on CUDA):
-  as large as fits, at most {AUTO_TILE_MAX_LATENT}x{AUTO_TILE_MAX_LATENT} latent pixels (128x128 input pixels for the x4 models),
-  since the autoencoder's global attention grows with the square of a tile's area.
+  as large as fits. With a VQGAN (the official models) a tile is at most {AUTO_TILE_MAX_LATENT}x{AUTO_TILE_MAX_LATENT} latent
+  pixels (128x128 input pixels for x4), since its global attention grows with the square of a tile's
+  area; the bundled models' latent has no attention, so memory alone bounds their tiles.
   Images that fit are not tiled. Tiles are blended smoothly in the latent space and share one noise
   draw, so there are no seams. --tile 0 turns tiling off.
   An image whose full-size output buffers alone would not fit in memory fails with a message.

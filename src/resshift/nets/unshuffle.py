@@ -38,6 +38,11 @@ class UnshuffleConfig(Config):
     def embed_dim(self) -> int:
         return 3 * self.factor ** 2
 
+    @property
+    def global_attention(self) -> bool:
+        """Nothing here looks beyond a pixel's own f x f cell."""
+        return False
+
 
 
 class PixelUnshuffleAutoencoder(nn.Module):

@@ -125,6 +125,11 @@ class VQGANConfig(Config):
         """Image side / latent side (4 for the f4 model, 8 for the face model)."""
         return 2 ** (len(self.ch_mult) - 1)
 
+    @property
+    def global_attention(self) -> bool:
+        """The middle block attends over the whole latent, so its cost grows with the square of a tile's area."""
+        return True
+
 
     @classmethod
     def from_official(cls, params: Mapping[str, Any]) -> VQGANConfig:
